@@ -1,0 +1,3 @@
+from prefsynth.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""`prefsynth <stage> [options]`: run one stage (what each dvc.yaml stage calls)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+STAGES = {
+    "prompts": "prefsynth.pipelines.prompts",
+    "bootstrap": "prefsynth.pipelines.bootstrap",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: prefsynth <stage> [--params params.yaml] [stage options]\n\nstages:")
+        for name, module in STAGES.items():
+            doc = (importlib.import_module(module).__doc__ or "").strip().splitlines()[0]
+            print(f"  {name:<10} {doc}")
+        return
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        sys.exit(f"prefsynth: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the network
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("apache_beam", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    importlib.import_module(STAGES[stage]).main(rest)
+
+
+if __name__ == "__main__":
+    main()

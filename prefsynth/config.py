@@ -1,0 +1,118 @@
+"""Typed configuration, one dataclass per stage, read from params.yaml (grouped by stage).
+
+Every option is a typed field with a one-line help (the `help` metadata), in the style of
+TRL's config dataclasses. Unknown keys are an error that names them: a typo in params.yaml
+must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prefsynth.tasks.arith import ArithConfig
+
+
+def _f(default, help: str):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class BeamConfig:
+    runner: str = _f("FnApiRunner", "Beam runner: FnApiRunner (local, in-process, offline), DirectRunner, "
+                     "PortableRunner, FlinkRunner or DataflowRunner.")
+    direct_num_workers: int = _f(1, "Local parallelism of FnApiRunner/DirectRunner.")
+    direct_running_mode: str = _f("in_memory", "Local mode: in_memory, multi_threading or multi_processing.")
+    preset: str = _f("local", "Which block of `presets` to merge into the options: local, flink or dataflow.")
+    presets: dict = _f({}, "Named sets of extra pipeline options (e.g. flink_master, project, region).")
+
+
+@dataclass
+class PromptsConfig:
+    source: str = _f("arith", "Where prompts come from: arith (built-in generator), jsonl or parquet.")
+    path: str | None = _f(None, "Input file for jsonl/parquet sources.")
+    task: str = _f("arith", "Problem domain of file sources: arith, gsm8k, math or chat.")
+    n_prompts: int = _f(3000, "arith: how many problems to generate (before de-duplication).")
+    test_fraction: float = _f(0.2, "Fraction of prompts (by hash of id) held out as the test split.")
+    question_field: str = _f("question", "File sources: field holding the question text.")
+    answer_field: str | None = _f("answer", "File sources: field holding the reference answer (null: none).")
+    id_field: str | None = _f(None, "File sources: field holding a record id (null: content hash).")
+    split_field: str | None = _f(None, "File sources: field holding the split (null: by hash).")
+    max_prompt_chars: int = _f(8000, "Longer questions go to dead letters.")
+    num_shards: int = _f(2, "Parquet files written for data/prompts.")
+
+
+@dataclass
+class BootstrapConfig:
+    model: str | None = _f(None, "A real policy (local path or Hub id): skip training and record it. "
+                           "null: train the tiny arith policy.")
+    n_layer: int = _f(2, "Tiny policy: transformer layers.")
+    n_embd: int = _f(64, "Tiny policy: width.")
+    n_head: int = _f(2, "Tiny policy: attention heads.")
+    n_positions: int = _f(96, "Tiny policy: context length in characters.")
+    dropout: float = _f(0.0, "Tiny policy: dropout during bootstrap training (UPO's MC dropout sets its own).")
+    max_steps: int = _f(2400, "Optimizer steps (budget by steps, not seconds: results are step-sensitive).")
+    batch_size: int = _f(64, "Sequences per optimizer step.")
+    learning_rate: float = _f(3e-3, "AdamW peak learning rate.")
+    warmup_steps: int = _f(50, "Linear warm-up steps before the cosine decay.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    self_eval_fraction: float = _f(0.25, "Share of training examples that teach the self-evaluation question.")
+    eval_prompts: int = _f(500, "Held-out test prompts used to measure the bootstrap policy.")
+    eval_samples: int = _f(8, "Samples per prompt to measure contrast (prompts with right and wrong samples).")
+    eval_sample_prompts: int = _f(200, "Test prompts used for the sampled contrast measurement.")
+    eval_temperature: float = _f(0.8, "Sampling temperature of the contrast measurement.")
+    torch_threads: int = _f(2, "CPU threads for torch (fixed so runs are reproducible).")
+
+
+@dataclass
+class Params:
+    seed: int = _f(1234, "Global seed: every random draw derives from (seed, record id, purpose).")
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    arith: ArithConfig = field(default_factory=ArithConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+
+
+def _build(cls, data: dict | None, where: str):
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"params.yaml: unknown key(s) {unknown} in '{where}'; known: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value, f"{where}.{f.name}" if where else f.name)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"params.yaml: invalid '{where or 'top level'}': {err}") from err
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read params.yaml; keys the code does not know (other stages' groups) must be declared here."""
+    raw = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else {}
+    raw = raw or {}
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return _build(Params, raw, "")
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)

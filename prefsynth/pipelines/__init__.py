@@ -1,0 +1,1 @@
+"""One module per DVC stage: read params, build the Beam pipeline, run it."""

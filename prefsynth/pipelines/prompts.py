@@ -1,0 +1,80 @@
+"""prompts stage: task source -> data/prompts (+ data/deadletter/prompts, metrics/prompts.json).
+
+Sources: the built-in arith generator (default), a JSONL file, or a Parquet file. Every record
+gets a stable content-hash id and a train/test split fixed by (seed, id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import apache_beam as beam
+
+from prefsynth.config import Params, load_params
+from prefsynth.pipelines.stage import run_stage, write_metrics
+from prefsynth.schemas.io import WriteDataset, read_table
+from prefsynth.tasks import arith
+from prefsynth.transforms.deadletters import DEAD
+from prefsynth.transforms.prompts import (
+    STAGE,
+    DeduplicateById,
+    ParsePrompt,
+    RawRecord,
+    read_jsonl_lines,
+    read_parquet_rows,
+)
+
+GENERATOR_CHUNK = 1000  # problems per generator work item
+
+
+def _generate_chunk(start: int, params: Params):
+    count = min(GENERATOR_CHUNK, params.prompts.n_prompts - start)
+    for i, problem in enumerate(arith.generate_problems(params.arith, params.seed, "prompts", start, count)):
+        yield RawRecord(f"arith:{start + i}", ("arith", start + i), problem)
+
+
+def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
+    cfg = params.prompts
+    if cfg.source == "arith":
+        raw = (
+            pipeline
+            | "Chunks" >> beam.Create(list(range(0, cfg.n_prompts, GENERATOR_CHUNK)))
+            | "Generate" >> beam.FlatMap(_generate_chunk, params)
+        )
+    elif cfg.source in ("jsonl", "parquet"):
+        if not cfg.path:
+            raise ValueError(f"params.yaml: prompts.path is required for source={cfg.source}")
+        reader = read_jsonl_lines if cfg.source == "jsonl" else read_parquet_rows
+        raw = pipeline | "Files" >> beam.Create([cfg.path]) | "Read" >> beam.FlatMap(reader)
+    else:
+        raise ValueError(f"params.yaml: prompts.source must be arith, jsonl or parquet, got {cfg.source!r}")
+
+    parsed = (
+        raw
+        | "Spread" >> beam.Reshuffle()
+        | "Parse" >> beam.ParDo(ParsePrompt(cfg, params.seed)).with_outputs(DEAD, main="ok")
+    )
+    unique = parsed.ok | "Deduplicate" >> DeduplicateById(duplicates_are_errors=cfg.source != "arith")
+    unique.prompts | "WritePrompts" >> WriteDataset(out["prompts"], "prompts", STAGE, cfg.num_shards)
+    (
+        (parsed[DEAD], unique[DEAD])
+        | "AllDead" >> beam.Flatten()
+        | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="prefsynth prompts", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="data/prompts")
+    ap.add_argument("--dead", default="data/deadletter/prompts")
+    ap.add_argument("--metrics", default="metrics/prompts.json")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    account = run_stage(
+        STAGE, params.beam, {"prompts": args.out, "dead": args.dead}, "prompts", "dead",
+        lambda p, out: build(p, params, out),
+    )
+    splits = collections.Counter(read_table(args.out).column("split").to_pylist())
+    write_metrics(args.metrics, {"accounting": account.to_dict(), "splits": dict(sorted(splits.items()))})

@@ -1,0 +1,162 @@
+"""Running one stage: a Beam pipeline into staging folders, accounting, then an atomic commit.
+
+Every stage reports in = out + dropped + dead. Outputs are written to `<out>.partial` and only
+moved into place when the pipeline finished and the books balance, so an interrupted run
+never leaves a half-written dataset where DVC or the next stage would read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from prefsynth.config import BeamConfig
+from prefsynth.pipelines.options import pipeline_options
+from prefsynth.schemas.io import METRICS_NAMESPACE, count_rows
+
+log = logging.getLogger("prefsynth")
+
+
+class AccountingError(RuntimeError):
+    pass
+
+
+@dataclass
+class Account:
+    """What a stage did with its input records."""
+
+    stage: str
+    n_in: int
+    n_out: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    dead: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def n_dead(self) -> int:
+        return sum(self.dead.values())
+
+    @property
+    def balanced(self) -> bool:
+        return self.n_in == self.n_out + self.n_dropped + self.n_dead
+
+    def check(self) -> None:
+        if not self.balanced:
+            raise AccountingError(
+                f"stage {self.stage}: in={self.n_in} but out={self.n_out} + dropped={self.n_dropped} "
+                f"+ dead={self.n_dead} = {self.n_out + self.n_dropped + self.n_dead}; records were lost"
+            )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(n_dropped=self.n_dropped, n_dead=self.n_dead, balanced=self.balanced)
+        d["wall_s"] = round(self.wall_s, 2)
+        return d
+
+    def summary_line(self) -> str:
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"
+        deads = ", ".join(f"{k}={v}" for k, v in sorted(self.dead.items())) or "none"
+        return (f"[{self.stage}] in={self.n_in} out={self.n_out} dropped={self.n_dropped} ({drops}) "
+                f"dead={self.n_dead} ({deads}) in {self.wall_s:.1f}s")
+
+
+def counters(result, namespace: str = METRICS_NAMESPACE) -> dict[str, int]:
+    """Beam counter values of a finished pipeline (committed where the runner has them)."""
+    found = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+    out: dict[str, int] = {}
+    for c in found:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def clear_dir(path: str) -> None:
+    if _is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        matches = FileSystems.match([path.rstrip("/") + "/*"])[0].metadata_list
+        if matches:
+            FileSystems.delete([m.path for m in matches])
+
+
+def commit_dir(staging: str, final: str) -> None:
+    """Replace `final` by `staging` (a rename locally; file by file on object stores)."""
+    clear_dir(final)
+    if _is_local(staging):
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, final)
+        return
+    files = [m.path for m in FileSystems.match([staging.rstrip("/") + "/*"])[0].metadata_list]
+    FileSystems.rename(files, [FileSystems.join(final, f.rsplit("/", 1)[1]) for f in files])
+
+
+def staging_path(final: str) -> str:
+    return final.rstrip("/") + ".partial"
+
+
+def write_metrics(path: str | Path, metrics: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def run_stage(
+    stage: str,
+    beam_cfg: BeamConfig,
+    outputs: dict[str, str],
+    out_name: str,
+    dead_name: str,
+    build: Callable[[beam.Pipeline, dict[str, str]], None],
+) -> Account:
+    """Build and run a stage's pipeline into staging folders, account, and commit.
+
+    `outputs` maps output names to final paths; `build(pipeline, staging_paths)` adds the
+    transforms; `out_name` is the output whose rows are the stage's `out`, `dead_name` the
+    dead-letter output. Raises AccountingError (and commits nothing) when the books do not balance.
+    """
+    staging = {name: staging_path(path) for name, path in outputs.items()}
+    for path in staging.values():
+        clear_dir(path)
+        if _is_local(path):
+            Path(path).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    log.info("[%s] running on %s", stage, beam_cfg.runner)
+    pipeline = beam.Pipeline(options=pipeline_options(beam_cfg))
+    build(pipeline, staging)
+    result = pipeline.run()
+    result.wait_until_finish()
+    c = counters(result)
+    account = Account(
+        stage=stage,
+        n_in=c.get("in", 0),
+        n_out=count_rows(staging[out_name]),
+        dropped={k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dropped.") and v},
+        dead={k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dead.") and v},
+        wall_s=time.perf_counter() - start,
+    )
+    n_dead_rows = count_rows(staging[dead_name])
+    if n_dead_rows != account.n_dead:
+        raise AccountingError(f"stage {stage}: {n_dead_rows} dead-letter rows written but {account.n_dead} counted")
+    account.check()
+    for name, path in outputs.items():
+        commit_dir(staging[name], path)
+    log.info(account.summary_line())
+    return account

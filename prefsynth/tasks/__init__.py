@@ -1,0 +1,13 @@
+"""Problem domains: prompts, answer extraction, verification, step splitting."""
+
+from prefsynth.tasks.arith import ArithTask
+from prefsynth.tasks.gsm8k import Gsm8kTask
+
+TASKS = {"arith": ArithTask(), "gsm8k": Gsm8kTask()}
+
+
+def get_task(name: str):
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}") from None

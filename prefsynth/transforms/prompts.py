@@ -1,0 +1,222 @@
+"""Prompt records: from the arith generator or from user files, with stable ids and splits.
+
+The core functions are plain Python; the DoFns wrap them, route failures to dead letters and
+count every input record once.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from prefsynth.config import PromptsConfig
+from prefsynth.ids import content_id, unit_hash
+from prefsynth.tasks import arith, get_task, gsm8k
+from prefsynth.transforms.deadletters import DEAD, count_dropped, count_in, emit_dead
+
+SPLITS = ("train", "test")
+STAGE = "prompts"
+
+
+class PromptError(ValueError):
+    """A bad input record; `error_type` and `field` say what is wrong."""
+
+    def __init__(self, error_type: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.error_type, self.field = error_type, field
+
+
+# ---- pure core ---------------------------------------------------------------------------------
+
+def assign_split(prompt_id: str, seed: int, test_fraction: float) -> str:
+    return "test" if unit_hash(seed, prompt_id, "split") < test_fraction else "train"
+
+
+def arith_record(problem: arith.ArithProblem, source: str, seed: int, test_fraction: float) -> dict:
+    question = problem.expression
+    prompt_id = content_id(arith.NAME, question)
+    return {
+        "prompt_id": prompt_id,
+        "split": assign_split(prompt_id, seed, test_fraction),
+        "task": arith.NAME,
+        "prompt": problem.prompt,
+        "messages": [{"role": "user", "content": problem.prompt}],
+        "question": question,
+        "reference_answer": str(problem.answer),
+        "reference_solution": problem.solution,
+        "source": source,
+        "metadata": json.dumps({"n_ops": len(problem.ops)}),
+    }
+
+
+def _text_field(obj: dict, name: str, where: str, required: bool) -> str | None:
+    if name not in obj or obj[name] is None:
+        if required:
+            raise PromptError("missing_field", f"{where}: field '{name}' is missing", name)
+        return None
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PromptError("wrong_type", f"{where}: field '{name}' must be a string, got {type(value).__name__}", name)
+    return str(value)
+
+
+def file_record(obj, where: str, cfg: PromptsConfig, seed: int) -> dict:
+    """One prompt record from a parsed input object; raises PromptError naming the field."""
+    if not isinstance(obj, dict):
+        raise PromptError("not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}")
+    question = obj.get(cfg.question_field)
+    if question is None:
+        raise PromptError("missing_field", f"{where}: field '{cfg.question_field}' is missing", cfg.question_field)
+    if not isinstance(question, str):
+        raise PromptError("wrong_type", f"{where}: field '{cfg.question_field}' must be a string, "
+                          f"got {type(question).__name__}", cfg.question_field)
+    question = question.strip()
+    if not question:
+        raise PromptError("empty_text", f"{where}: field '{cfg.question_field}' is empty", cfg.question_field)
+    if len(question) > cfg.max_prompt_chars:
+        raise PromptError("too_long", f"{where}: field '{cfg.question_field}' has {len(question)} chars "
+                          f"> max_prompt_chars={cfg.max_prompt_chars}", cfg.question_field)
+    task = get_task(cfg.task)
+    answer = solution = None
+    if cfg.answer_field:
+        raw_answer = _text_field(obj, cfg.answer_field, where, required=False)
+        if raw_answer is not None and cfg.task == gsm8k.NAME and "####" in raw_answer:
+            try:
+                answer = gsm8k.reference_answer(raw_answer)
+            except ValueError as err:
+                raise PromptError("bad_answer", f"{where}: field '{cfg.answer_field}': {err}", cfg.answer_field)
+            solution = gsm8k.reference_solution(raw_answer)
+        else:
+            answer = raw_answer
+    if cfg.id_field:
+        prompt_id = _text_field(obj, cfg.id_field, where, required=True).strip()
+        if not prompt_id:
+            raise PromptError("empty_text", f"{where}: field '{cfg.id_field}' is empty", cfg.id_field)
+    else:
+        prompt_id = content_id(cfg.task, question)
+    split = None
+    if cfg.split_field:
+        split = _text_field(obj, cfg.split_field, where, required=False)
+        if split is not None and split not in SPLITS:
+            raise PromptError("bad_split", f"{where}: field '{cfg.split_field}' is {split!r}, not one of {SPLITS}",
+                              cfg.split_field)
+    used = {cfg.question_field, cfg.answer_field, cfg.id_field, cfg.split_field}
+    extra = {k: v for k, v in obj.items() if k not in used}
+    prompt = task.format_prompt(question)
+    return {
+        "prompt_id": prompt_id,
+        "split": split or assign_split(prompt_id, seed, cfg.test_fraction),
+        "task": cfg.task,
+        "prompt": prompt,
+        "messages": [{"role": "user", "content": question}],
+        "question": question,
+        "reference_answer": answer,
+        "reference_solution": solution,
+        "source": where,
+        "metadata": json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str) if extra else None,
+    }
+
+
+def parse_json_line(raw: bytes, where: str):
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PromptError("invalid_utf8", f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PromptError("invalid_json", f"{where}: invalid JSON ({err.msg} at column {err.colno})")
+
+
+# ---- Beam shell --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RawRecord:
+    """An input record before parsing; `position` orders records for de-duplication."""
+
+    where: str  # file:line, or generator:index
+    position: tuple
+    payload: object  # bytes (JSONL line), dict (Parquet row) or ArithProblem
+
+
+def read_jsonl_lines(path: str):
+    name = posixpath.basename(path)
+    with FileSystems.open(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                count_in()
+                count_dropped("blank_line")
+                continue
+            yield RawRecord(f"{name}:{lineno}", (name, lineno), raw)
+
+
+def read_parquet_rows(path: str):
+    name = posixpath.basename(path)
+    with FileSystems.open(path) as f:
+        for i, row in enumerate(pq.read_table(f).to_pylist(), start=1):
+            yield RawRecord(f"{name}:row{i}", (name, i), row)
+
+
+class ParsePrompt(beam.DoFn):
+    """RawRecord -> prompt record, or a dead letter naming the record and field."""
+
+    def __init__(self, cfg: PromptsConfig, seed: int):
+        self.cfg, self.seed = cfg, seed
+
+    def process(self, rec: RawRecord):
+        count_in()
+        try:
+            if isinstance(rec.payload, arith.ArithProblem):
+                out = arith_record(rec.payload, rec.where, self.seed, self.cfg.test_fraction)
+            else:
+                obj = parse_json_line(rec.payload, rec.where) if isinstance(rec.payload, bytes) else rec.payload
+                out = file_record(obj, rec.where, self.cfg, self.seed)
+        except PromptError as err:
+            raw = rec.payload.decode("utf-8", "backslashreplace") if isinstance(rec.payload, bytes) else rec.payload
+            yield emit_dead(STAGE, rec.where, err.error_type, str(err), raw_input=raw)
+            return
+        yield rec.position, out
+
+
+class DeduplicateById(beam.PTransform):
+    """Keep the first record (by input position) of each prompt_id.
+
+    Later copies go to dead letters (`duplicate_id`) when they come from user files, and are
+    counted as dropped (`duplicate_problem`) when the generator happened to repeat a problem.
+    """
+
+    def __init__(self, duplicates_are_errors: bool):
+        super().__init__()
+        self.duplicates_are_errors = duplicates_are_errors
+
+    def expand(self, keyed):
+        return (
+            keyed
+            | "KeyById" >> beam.Map(lambda pos_rec: (pos_rec[1]["prompt_id"], pos_rec))
+            | "GroupById" >> beam.GroupByKey()
+            | "KeepFirst" >> beam.ParDo(_KeepFirst(self.duplicates_are_errors)).with_outputs(DEAD, main="prompts")
+        )
+
+
+class _KeepFirst(beam.DoFn):
+    def __init__(self, duplicates_are_errors: bool):
+        self.duplicates_are_errors = duplicates_are_errors
+
+    def process(self, element):
+        prompt_id, items = element
+        items = sorted(items, key=lambda pos_rec: pos_rec[0])
+        first = items[0][1]
+        yield first
+        for _, dup in items[1:]:
+            if self.duplicates_are_errors:
+                yield emit_dead(STAGE, dup["source"], "duplicate_id",
+                                f"{dup['source']}: prompt_id {prompt_id!r} already used by {first['source']}",
+                                raw_input=dup)
+            else:
+                count_dropped("duplicate_problem")
