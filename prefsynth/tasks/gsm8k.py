@@ -28,13 +28,16 @@ class CalculatorStep:
     expression: str
     result: str
 
-    def is_correct(self, rel_tol: float = 1e-4) -> bool | None:
-        """Does the expression evaluate to the stated result? None when it cannot be evaluated."""
+    def is_correct(self) -> bool | None:
+        """Does the expression evaluate to the stated result, to the precision it is stated with
+        (`10/3=3.33` is right, `80000+50000=130001` is not)? None when it cannot be evaluated."""
         value = safe_eval(self.expression)
         stated = parse_number(self.result)
         if value is None or stated is None:
             return None
-        return numbers_equal(value, stated, rel_tol)
+        text = self.result.strip().rstrip(".%")
+        decimals = len(text.split(".", 1)[1]) if "." in text else 0
+        return abs(value - stated) <= Fraction(1, 2 * 10**decimals)
 
 
 def parse_number(text: str | None) -> Fraction | None:
@@ -129,8 +132,9 @@ def _clean(number: str) -> str:
 
 
 def answers_match(predicted: str | None, reference: str | None) -> bool:
+    """Exact numeric equality (`5.00` == `5`, `$1,000` == `1000`)."""
     a, b = parse_number(predicted), parse_number(reference)
-    return a is not None and b is not None and numbers_equal(a, b)
+    return a is not None and b is not None and a == b
 
 
 def format_prompt(question: str) -> str:

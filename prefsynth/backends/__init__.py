@@ -1,0 +1,5 @@
+"""Model backends behind one protocol (see base.py)."""
+
+from prefsynth.backends.base import Backend, Completion, SamplingParams
+
+__all__ = ["Backend", "Completion", "SamplingParams"]

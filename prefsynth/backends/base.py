@@ -1,0 +1,61 @@
+"""The one protocol every model use goes through (generate, MCTS, judges).
+
+    generate(prompts, sampling, seeds) -> for each prompt, `sampling.n` completions with token log-probs
+    score(prompts, continuations)      -> log-prob of each continuation given its prompt
+
+A request's seed fixes its samples: the same prompt with the same seed gives the same
+completions whatever batch it lands in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1  # completions per prompt
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0  # nucleus sampling mass
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()  # stop strings; the text returned ends before them (as in vLLM)
+
+    def __post_init__(self):
+        if self.n < 1 or self.max_new_tokens < 1:
+            raise ValueError("sampling: n and max_new_tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("sampling: temperature must be >= 0 and top_p in (0, 1]")
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]  # log-prob of each generated token under the model (temperature 1)
+    finish_reason: str  # stop (eos or stop string) | length
+    self_certainty: float | None = None  # mean KL(uniform || p) over generated tokens, from full logits
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def sum_logprob(self) -> float:
+        return float(sum(self.logprobs))
+
+    @property
+    def mean_logprob(self) -> float | None:
+        return self.sum_logprob / len(self.logprobs) if self.logprobs else None
+
+
+class Backend(Protocol):
+    name: str
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams,
+                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+        ...
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        ...

@@ -1,0 +1,193 @@
+"""Transformers backend: any local causal LM, CPU or CUDA, batched, left-padded.
+
+Decoding is a plain loop over the KV cache so that every row can have its own seed: the
+sampling noise for (seed, position, token) comes from a counter-based hash, not from a shared
+torch generator, so a request's samples do not depend on which batch it landed in. The `n`
+samples of a prompt share one prefill (the prompt's KV cache is computed once and repeated).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from prefsynth.backends.base import Completion, SamplingParams
+from prefsynth.ids import seed_for
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash on int64 tensors holding values in [0, 2^32); never overflows int64."""
+    x = x ^ (x >> 16)
+    x = (x * 0x45D9F3B) & _M32
+    x = x ^ (x >> 16)
+    x = (x * 0x45D9F3B) & _M32
+    return x ^ (x >> 16)
+
+
+def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise of shape [rows, vocab], a pure function of (row seed, step, token id)."""
+    lo = (seeds & _M32)[:, None]
+    hi = ((seeds >> 32) & _M32)[:, None]
+    tok = torch.arange(vocab_size, dtype=torch.int64)[None, :]
+    x = _mix32(_mix32(_mix32(lo) ^ hi) ^ step)
+    x = _mix32(x ^ tok)
+    u = (x.double() + 0.5) / 4294967296.0
+    return -torch.log(-torch.log(u))
+
+
+def sample_seed(request_seed: int, index: int) -> int:
+    return seed_for(request_seed, str(index), "sample") >> 1
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model_path: str, device: str | None = None, batch_size: int = 256,
+                 torch_dtype: str | None = None, model=None, tokenizer=None):
+        self.model_path = model_path
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = getattr(torch, torch_dtype) if torch_dtype else None
+        self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self.model.to(self.device).eval()
+        self.max_positions = getattr(self.model.config, "n_positions", None) or getattr(
+            self.model.config, "max_position_embeddings", None)
+
+    # ---- generate ------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams,
+                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+        seeds = list(seeds) if seeds is not None else [0] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError("generate: one seed per prompt")
+        per_batch = max(1, self.batch_size // sampling.n)
+        out: list[list[Completion]] = []
+        for i in range(0, len(prompts), per_batch):
+            out.extend(self._generate_batch(list(prompts[i:i + per_batch]), sampling, seeds[i:i + per_batch]))
+        return out
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[str], sp: SamplingParams, seeds: list[int]) -> list[list[Completion]]:
+        tok, n = self.tokenizer, sp.n
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        attn = enc["attention_mask"]
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=enc["input_ids"], attention_mask=attn, position_ids=pos, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1, :]
+        if n > 1:  # one prefill per prompt, shared by its n samples
+            past.batch_repeat_interleave(n)
+            logits = logits.repeat_interleave(n, 0)
+            attn = attn.repeat_interleave(n, 0)
+            pos = pos.repeat_interleave(n, 0)
+        rows = len(prompts) * n
+        row_seeds = torch.tensor([sample_seed(s, j) for s in seeds for j in range(n)], dtype=torch.int64)
+        budget = sp.max_new_tokens
+        if self.max_positions:
+            budget = min(budget, self.max_positions - enc["input_ids"].shape[1])
+        eos = tok.eos_token_id
+        gen: list[list[int]] = [[] for _ in range(rows)]
+        lps: list[list[float]] = [[] for _ in range(rows)]
+        certainty = torch.zeros(rows, dtype=torch.float64)
+        finish: list[str | None] = [None] * rows
+        texts: list[str] = [""] * rows
+        next_pos = pos[:, -1]
+        vocab = logits.shape[-1]
+        for step in range(max(budget, 0)):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            # Self-certainty (Kang et al. 2025): KL(U || p) = -log V - mean_v log p_v, from full logits.
+            kl = (-math.log(vocab) - logp.mean(-1)).double().cpu()
+            if sp.temperature == 0:
+                nxt = logp.argmax(-1)
+            else:
+                scores = logp / sp.temperature
+                if sp.top_p < 1.0:
+                    scores = _top_p_mask(scores, sp.top_p)
+                nxt = (scores.double().cpu() + gumbel_noise(row_seeds, step, vocab)).argmax(-1).to(logp.device)
+            chosen_lp = logp.gather(-1, nxt[:, None])[:, 0].cpu().tolist()
+            nxt_list = nxt.cpu().tolist()
+            for r in range(rows):
+                if finish[r] is not None:
+                    continue
+                t = nxt_list[r]
+                if t == eos:
+                    finish[r] = "stop"
+                    continue
+                gen[r].append(t)
+                lps[r].append(chosen_lp[r])
+                certainty[r] += kl[r]
+                if sp.stop:
+                    texts[r] = tok.decode(gen[r], skip_special_tokens=True)
+                    if any(s in texts[r] for s in sp.stop):
+                        finish[r] = "stop"
+            if all(f is not None for f in finish):
+                break
+            nxt = torch.where(torch.tensor([f is None for f in finish], device=nxt.device), nxt,
+                              torch.full_like(nxt, tok.pad_token_id))
+            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)
+            next_pos = next_pos + 1
+            out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                             past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[:, -1, :]
+        results: list[list[Completion]] = []
+        for i in range(len(prompts)):
+            group = []
+            for j in range(n):
+                r = i * n + j
+                text = tok.decode(gen[r], skip_special_tokens=True)
+                ids, lp = gen[r], lps[r]
+                if sp.stop:
+                    cut = min((text.find(s) for s in sp.stop if s in text), default=-1)
+                    if cut >= 0:
+                        text = text[:cut]
+                group.append(Completion(
+                    text=text, token_ids=ids, logprobs=lp, finish_reason=finish[r] or "length",
+                    self_certainty=float(certainty[r] / len(ids)) if ids else None,
+                ))
+            results.append(group)
+        return results
+
+    # ---- score ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Sum of log-probs of each continuation's tokens given its prompt."""
+        if len(prompts) != len(continuations):
+            raise ValueError("score: one continuation per prompt")
+        out: list[float] = []
+        tok = self.tokenizer
+        for i in range(0, len(prompts), self.batch_size):
+            ps, cs = list(prompts[i:i + self.batch_size]), list(continuations[i:i + self.batch_size])
+            p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in ps]
+            c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in cs]
+            seqs = [a + b for a, b in zip(p_ids, c_ids)]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+            attn = torch.zeros_like(ids)
+            for r, s in enumerate(seqs):
+                ids[r, width - len(s):] = torch.tensor(s)
+                attn[r, width - len(s):] = 1
+            pos = (attn.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
+                                position_ids=pos.to(self.device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            tgt = ids[:, 1:].to(self.device)
+            tok_lp = logp.gather(-1, tgt[..., None])[..., 0].cpu()
+            for r, c in enumerate(c_ids):
+                out.append(float(tok_lp[r, width - 1 - len(c):].sum()) if c else 0.0)
+        return out
+
+
+def _top_p_mask(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    probs = torch.softmax(scores, dim=-1)
+    sorted_p, idx = probs.sort(dim=-1, descending=True)
+    cum = sorted_p.cumsum(-1)
+    drop_sorted = cum - sorted_p > top_p  # keep the smallest set whose mass reaches top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted)
+    return scores.masked_fill(drop, float("-inf"))

@@ -1,0 +1,88 @@
+"""Measuring a policy on held-out prompts: accuracy, per-step accuracy, contrast, self-evaluation.
+
+Pure functions over a backend and prompt records; the bootstrap and evaluate stages call them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Sequence
+
+from prefsynth.backends.base import Backend, SamplingParams
+from prefsynth.ids import seed_for
+from prefsynth.tasks import arith
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with ties counted half); None without both classes."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return None
+    ranked = sorted((s, y) for s, y in zip(scores, labels))
+    # average ranks over ties
+    ranks, i = {}, 0
+    rank_sum_pos = 0.0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        avg = (i + j + 1) / 2.0
+        rank_sum_pos += avg * sum(1 for k in range(i, j) if ranked[k][1])
+        i = j
+    return (rank_sum_pos - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg))
+
+
+def _seed(global_seed: int, prompt_id: str, purpose: str) -> int:
+    return seed_for(global_seed, prompt_id, purpose)
+
+
+def arith_policy_metrics(backend: Backend, test_records: list[dict], seed: int, n_greedy: int,
+                         n_sample_prompts: int, n_samples: int, temperature: float,
+                         max_new_tokens: int = 64) -> dict:
+    """Greedy accuracy and per-step accuracy, contrast under sampling, and self-evaluation quality."""
+    greedy_recs = test_records[:n_greedy]
+    greedy = backend.generate([r["prompt"] for r in greedy_recs],
+                              SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens),
+                              [_seed(seed, r["prompt_id"], "eval-greedy") for r in greedy_recs])
+    correct, step_fracs = [], []
+    for rec, (c,) in zip(greedy_recs, greedy):
+        v = arith.verify_solution(arith.parse_expression(rec["prompt"]), arith.split_steps(c.text))
+        correct.append(v.answer_correct)
+        n_expected = len(v.expected_steps)
+        step_fracs.append(sum(v.step_correct[:n_expected]) / n_expected)
+
+    sample_recs = test_records[:n_sample_prompts]
+    samples = backend.generate([r["prompt"] for r in sample_recs],
+                               SamplingParams(n=n_samples, temperature=temperature, max_new_tokens=max_new_tokens),
+                               [_seed(seed, r["prompt_id"], "eval-sample") for r in sample_recs])
+    mixed, sample_acc = 0, []
+    for rec, group in zip(sample_recs, samples):
+        ok = [arith.answers_match(arith.extract_answer(c.text), rec["reference_answer"]) for c in group]
+        sample_acc.extend(ok)
+        mixed += any(ok) and not all(ok)
+
+    # Self-evaluation: P(yes) on held-out steps, half right and half corrupted.
+    prompts, truth = [], []
+    for rec in greedy_recs:
+        rng = random.Random(_seed(seed, rec["prompt_id"], "eval-self"))
+        p, completion = arith.self_eval_example(arith.parse_expression(rec["prompt"]), rng)
+        prompts.append(p)
+        truth.append(completion.startswith("yes"))
+    s_yes = backend.score(prompts, ["yes"] * len(prompts))
+    s_no = backend.score(prompts, ["no"] * len(prompts))
+    p_yes = [1.0 / (1.0 + math.exp(n - y)) for y, n in zip(s_yes, s_no)]
+    self_eval_acc = sum((p > 0.5) == t for p, t in zip(p_yes, truth)) / len(truth)
+    return {
+        "greedy_accuracy": sum(correct) / len(correct),
+        "per_step_accuracy": sum(step_fracs) / len(step_fracs),
+        "sample_accuracy": sum(sample_acc) / len(sample_acc),
+        "mixed_fraction": mixed / len(sample_recs),
+        "self_eval_accuracy": self_eval_acc,
+        "self_eval_auroc": auroc(p_yes, truth),
+        "n_greedy_prompts": len(greedy_recs),
+        "n_sample_prompts": len(sample_recs),
+        "samples_per_prompt": n_samples,
+        "temperature": temperature,
+    }

@@ -1,0 +1,111 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from prefsynth.config import load_params
+from prefsynth.pipelines import prompts as prompts_stage
+from prefsynth.pipelines.stage import Account, AccountingError, staging_path
+from prefsynth.schemas.io import dataset_files, read_records
+
+
+def _params(tmp_path: Path, **groups) -> str:
+    text = {"seed": 5, **groups}
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps(text))  # JSON is YAML
+    return str(path)
+
+
+def _run(tmp_path, params_path, name="run"):
+    out = tmp_path / name
+    prompts_stage.main(["--params", params_path, "--out", str(out / "prompts"), "--dead", str(out / "dead"),
+                        "--metrics", str(out / "metrics.json")])
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+BAD_LINES = [
+    b'{"question": "What is 2+2?", "answer": "#### 4"}',
+    b'{"question": "What is 3+3?", "answer": "#### 6", "source_note": "kept as metadata"}',
+    b"{not json",
+    b'["a", "list"]',
+    b'{"answer": "#### 1"}',
+    b'{"question": 17, "answer": "#### 1"}',
+    b'{"question": "   ", "answer": "#### 1"}',
+    b'{"question": "' + b"x" * 500 + b'", "answer": "#### 1"}',
+    b'{"question": "caf\xe9?", "answer": "#### 1"}',
+    b'{"question": "What is 2+2?", "answer": "#### 4"}',
+    b"",
+    b'{"question": "Bad answer field", "answer": ["#### 1"]}',
+    b'{"question": "No final line", "answer": "just text"}',
+]
+
+
+def test_bad_records_go_to_dead_letters_and_nothing_is_lost(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(BAD_LINES) + b"\n")
+    params = _params(tmp_path, prompts={"source": "jsonl", "path": str(src), "task": "gsm8k",
+                                        "max_prompt_chars": 200, "num_shards": 1})
+    out, metrics = _run(tmp_path, params)
+    acc = metrics["accounting"]
+    assert acc["n_in"] == len(BAD_LINES)
+    assert acc["balanced"] and acc["n_in"] == acc["n_out"] + acc["n_dropped"] + acc["n_dead"]
+    assert acc["dropped"] == {"blank_line": 1}
+    assert acc["dead"] == {"invalid_json": 1, "not_an_object": 1, "missing_field": 1, "wrong_type": 2,
+                           "empty_text": 1, "too_long": 1, "invalid_utf8": 1, "duplicate_id": 1}
+    good = read_records(str(out / "prompts"))
+    assert sorted(r["question"] for r in good) == ["No final line", "What is 2+2?", "What is 3+3?"]
+    by_q = {r["question"]: r for r in good}
+    assert by_q["What is 2+2?"]["reference_answer"] == "4" and by_q["What is 2+2?"]["source"] == "in.jsonl:1"
+    assert json.loads(by_q["What is 3+3?"]["metadata"]) == {"source_note": "kept as metadata"}
+    dead = {d["record_id"]: d for d in read_records(str(out / "dead"))}
+    assert dead["in.jsonl:3"]["error_type"] == "invalid_json" and dead["in.jsonl:3"]["raw_input"] == "{not json"
+    assert "field 'question' is missing" in dead["in.jsonl:5"]["message"]
+    assert "field 'question' must be a string, got int" in dead["in.jsonl:6"]["message"]
+    assert "in.jsonl:9" in dead["in.jsonl:9"]["message"] and dead["in.jsonl:9"]["error_type"] == "invalid_utf8"
+    assert "already used by in.jsonl:1" in dead["in.jsonl:10"]["message"]
+    assert "field 'answer' must be a string, got list" in dead["in.jsonl:12"]["message"]
+    # the staging folders are gone once committed
+    assert not Path(staging_path(str(out / "prompts"))).exists()
+
+
+def test_gsm8k_file_source(tmp_path, gsm8k_dir):
+    params = _params(tmp_path, prompts={"source": "jsonl", "path": str(gsm8k_dir / "test.jsonl"),
+                                        "task": "gsm8k", "test_fraction": 0.5})
+    out, metrics = _run(tmp_path, params)
+    acc = metrics["accounting"]
+    assert acc["n_in"] == 1319 and acc["balanced"]
+    recs = read_records(str(out / "prompts"))
+    assert all(r["reference_answer"] and r["prompt"].startswith("Question: ") for r in recs)
+    assert 0.4 < metrics["splits"]["test"] / len(recs) < 0.6
+
+
+def test_arith_prompts_are_byte_identical_with_one_or_two_workers(tmp_path):
+    runs = []
+    for workers in (1, 2):
+        params = _params(tmp_path, beam={"direct_num_workers": workers}, prompts={"n_prompts": 1500})
+        out, metrics = _run(tmp_path, params, f"w{workers}")
+        assert metrics["accounting"]["n_in"] == 1500 and metrics["accounting"]["balanced"]
+        runs.append([Path(f).read_bytes() for f in dataset_files(str(out / "prompts"))])
+    assert runs[0] == runs[1] and len(runs[0]) == 2
+    recs = read_records(str(tmp_path / "w1" / "prompts"))
+    assert len({r["prompt_id"] for r in recs}) == len(recs)
+    assert {r["split"] for r in recs} == {"train", "test"}
+
+
+def test_split_is_stable_when_the_prompt_set_grows(tmp_path):
+    small, _ = _run(tmp_path, _params(tmp_path, prompts={"n_prompts": 300}), "small")
+    big, _ = _run(tmp_path, _params(tmp_path, prompts={"n_prompts": 600}), "big")
+    split_small = {r["prompt_id"]: r["split"] for r in read_records(str(small / "prompts"))}
+    split_big = {r["prompt_id"]: r["split"] for r in read_records(str(big / "prompts"))}
+    assert all(split_big[k] == v for k, v in split_small.items())
+
+
+def test_unbalanced_books_fail_loudly():
+    acc = Account(stage="x", n_in=10, n_out=7, dropped={"dup": 1}, dead={"bad": 1})
+    with pytest.raises(AccountingError, match="records were lost"):
+        acc.check()
+
+
+def test_unknown_param_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['n_promts'\] in 'prompts'"):
+        load_params(_params(tmp_path, prompts={"n_promts": 3}))
