@@ -10,6 +10,8 @@ import sys
 STAGES = {
     "prompts": "prefsynth.pipelines.prompts",
     "bootstrap": "prefsynth.pipelines.bootstrap",
+    "generate": "prefsynth.pipelines.generate",
+    "serve": "prefsynth.backends.server",
 }
 
 

@@ -72,12 +72,47 @@ class BootstrapConfig:
 
 
 @dataclass
+class PolicyConfig:
+    backend: str = _f("transformers", "How the policy is called: transformers (local, CPU/GPU), vllm (in-process, GPU) "
+                      "or openai (any OpenAI-compatible server).")
+    model: str | None = _f(None, "Model path or served model name; null: the run's own models/policy-<round>.")
+    base_url: str | None = _f(None, "openai: server URL, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = _f("OPENAI_API_KEY", "openai: environment variable holding the API key (never logged).")
+    max_concurrency: int = _f(16, "openai: requests in flight at once.")
+    timeout_s: float = _f(60.0, "openai: per-request timeout in seconds.")
+    max_retries: int = _f(4, "openai: retries on 408/409/429/5xx/timeouts, exponential back-off, Retry-After.")
+    top_logprobs: int = _f(5, "openai/vllm: top-k log-probs per token (self-certainty is estimated from them).")
+    vocab_size: int | None = _f(None, "openai: the served model's vocabulary size (for self-certainty); null: skip.")
+    device: str | None = _f(None, "transformers: cpu or cuda; null picks cuda when available.")
+    dtype: str | None = _f(None, "transformers/vllm: torch dtype, e.g. bfloat16; null: the model's default.")
+    batch_size: int = _f(256, "Sequences per model call (transformers) and per Beam batch.")
+    gpu_memory_utilization: float = _f(0.85, "vllm: share of GPU memory for weights and KV cache.")
+    max_model_len: int | None = _f(None, "vllm: context length cap; null: the model's.")
+
+
+@dataclass
+class GenerateConfig:
+    split: str = _f("train", "Which prompts to sample for: train, test or all.")
+    max_prompts: int | None = _f(None, "Use only the first N prompts (by id); null: all.")
+    n: int = _f(8, "Samples per prompt.")
+    temperature: float = _f(0.8, "Sampling temperature (0: greedy).")
+    top_p: float = _f(1.0, "Nucleus sampling mass.")
+    max_new_tokens: int = _f(64, "Longest completion, in tokens.")
+    stop: list = _f([], "Stop strings (the text ends before them).")
+    truncate_long_prompts: bool = _f(False, "Prompts too long for the context: false sends them to dead letters, "
+                                     "true keeps their last tokens and marks truncated_prompt.")
+    num_shards: int = _f(2, "Parquet files written for data/responses.")
+
+
+@dataclass
 class Params:
     seed: int = _f(1234, "Global seed: every random draw derives from (seed, record id, purpose).")
     beam: BeamConfig = field(default_factory=BeamConfig)
     arith: ArithConfig = field(default_factory=ArithConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
 
 
 def _build(cls, data: dict | None, where: str):

@@ -64,18 +64,22 @@ class TransformersBackend:
 
     # ---- generate ------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], sampling: SamplingParams,
-                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+                 seeds: Sequence[int] | None = None, top_logprobs: int = 0) -> list[list[Completion]]:
+        """`top_logprobs` > 0 also returns, per generated token, the k most likely tokens and
+        their log-probs (in `Completion.extra["top_logprobs"]`, as the OpenAI API does)."""
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
         if len(seeds) != len(prompts):
             raise ValueError("generate: one seed per prompt")
         per_batch = max(1, self.batch_size // sampling.n)
         out: list[list[Completion]] = []
         for i in range(0, len(prompts), per_batch):
-            out.extend(self._generate_batch(list(prompts[i:i + per_batch]), sampling, seeds[i:i + per_batch]))
+            out.extend(self._generate_batch(list(prompts[i:i + per_batch]), sampling, seeds[i:i + per_batch],
+                                            top_logprobs))
         return out
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[str], sp: SamplingParams, seeds: list[int]) -> list[list[Completion]]:
+    def _generate_batch(self, prompts: list[str], sp: SamplingParams, seeds: list[int],
+                        top_logprobs: int = 0) -> list[list[Completion]]:
         tok, n = self.tokenizer, sp.n
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         attn = enc["attention_mask"]
@@ -95,6 +99,7 @@ class TransformersBackend:
         eos = tok.eos_token_id
         gen: list[list[int]] = [[] for _ in range(rows)]
         lps: list[list[float]] = [[] for _ in range(rows)]
+        tops: list[list[dict[str, float]]] = [[] for _ in range(rows)]
         certainty = torch.zeros(rows, dtype=torch.float64)
         finish: list[str | None] = [None] * rows
         texts: list[str] = [""] * rows
@@ -112,6 +117,9 @@ class TransformersBackend:
                     scores = _top_p_mask(scores, sp.top_p)
                 nxt = (scores.double().cpu() + gumbel_noise(row_seeds, step, vocab)).argmax(-1).to(logp.device)
             chosen_lp = logp.gather(-1, nxt[:, None])[:, 0].cpu().tolist()
+            if top_logprobs:
+                top_v, top_i = logp.topk(min(top_logprobs, vocab), dim=-1)
+                top_v, top_i = top_v.cpu().tolist(), top_i.cpu().tolist()
             nxt_list = nxt.cpu().tolist()
             for r in range(rows):
                 if finish[r] is not None:
@@ -122,6 +130,8 @@ class TransformersBackend:
                     continue
                 gen[r].append(t)
                 lps[r].append(chosen_lp[r])
+                if top_logprobs:
+                    tops[r].append({tok.convert_ids_to_tokens(t_): v for t_, v in zip(top_i[r], top_v[r])})
                 certainty[r] += kl[r]
                 if sp.stop:
                     texts[r] = tok.decode(gen[r], skip_special_tokens=True)
@@ -150,6 +160,7 @@ class TransformersBackend:
                 group.append(Completion(
                     text=text, token_ids=ids, logprobs=lp, finish_reason=finish[r] or "length",
                     self_certainty=float(certainty[r] / len(ids)) if ids else None,
+                    extra={"top_logprobs": tops[r]} if top_logprobs else {},
                 ))
             results.append(group)
         return results

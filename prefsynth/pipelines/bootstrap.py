@@ -121,6 +121,7 @@ def train_tiny_policy(params: Params, exclude: set[str], out_dir: str) -> dict:
             data_seed=params.seed,
             dataloader_num_workers=0,
             disable_tqdm=True,
+            activation_checkpointing=False,  # SFTConfig turns it on by default; pure overhead at this size
         )
         trainer = SFTTrainer(model=model, args=sft_cfg, train_dataset=data, processing_class=tokenizer)
         t0 = time.perf_counter()

@@ -125,12 +125,14 @@ def run_stage(
     out_name: str,
     dead_name: str,
     build: Callable[[beam.Pipeline, dict[str, str]], None],
+    count_out: Callable[[str], int] = count_rows,
 ) -> Account:
     """Build and run a stage's pipeline into staging folders, account, and commit.
 
     `outputs` maps output names to final paths; `build(pipeline, staging_paths)` adds the
     transforms; `out_name` is the output whose rows are the stage's `out`, `dead_name` the
-    dead-letter output. Raises AccountingError (and commits nothing) when the books do not balance.
+    dead-letter output; `count_out` counts the output in the unit of the input (e.g. distinct
+    prompts for a stage that writes several rows per prompt). Raises AccountingError (and commits nothing) when the books do not balance.
     """
     staging = {name: staging_path(path) for name, path in outputs.items()}
     for path in staging.values():
@@ -147,7 +149,7 @@ def run_stage(
     account = Account(
         stage=stage,
         n_in=c.get("in", 0),
-        n_out=count_rows(staging[out_name]),
+        n_out=count_out(staging[out_name]),
         dropped={k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dropped.") and v},
         dead={k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dead.") and v},
         wall_s=time.perf_counter() - start,

@@ -161,6 +161,12 @@ def count_rows(path: str) -> int:
     return total
 
 
+def count_distinct(path: str, column: str) -> int:
+    if not dataset_files(path):
+        return 0
+    return len(set(read_table(path).column(column).to_pylist()))
+
+
 def file_metadata(path: str) -> dict[str, str]:
     """The prefsynth.* key-value metadata of a Parquet file."""
     with FileSystems.open(path) as fh:

@@ -251,8 +251,9 @@ def corrupt_step(step: str, rng: random.Random) -> str:
     a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
     kind = rng.random()
     if kind < 0.6:  # an arithmetic slip in the result
-        delta = rng.choice([-10, -2, -1, 1, 2, 10]) if rng.random() < 0.7 else rng.randint(-20, 20) or 3
-        c = c + delta
+        # mostly slips that change the units digit (checkable from the operands' units digits),
+        # sometimes a tens slip (only checkable by doing the whole sum)
+        c = c + (rng.choice([-3, -2, -1, 1, 2, 3]) if rng.random() < 0.8 else rng.choice([-10, 10]))
     elif kind < 0.8:  # a wrong carried value, computed consistently
         a = a + rng.choice([-10, -1, 1, 10])
         c = apply_op(a, op, b) if op != "/" or (b and a % b == 0) else c + 1

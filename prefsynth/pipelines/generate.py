@@ -1,0 +1,83 @@
+"""generate stage: N samples per prompt from the policy -> data/responses.
+
+Each response carries its steps (split by the prompt's task), final answer, token count,
+sum/mean log-prob, finish reason and self-certainty. Prompts that do not fit the context and
+requests that fail after retries go to data/deadletter/generate with the raw output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+
+import apache_beam as beam
+
+from prefsynth.backends.base import SamplingParams
+from prefsynth.backends.factory import resolve_model
+from prefsynth.config import Params, load_params
+from prefsynth.pipelines.stage import run_stage, write_metrics
+from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_table
+from prefsynth.transforms.deadletters import DEAD
+from prefsynth.transforms.generate import GenerateResponses, PolicyModelHandler
+
+STAGE = "generate"
+
+
+def sampling_params(params: Params) -> SamplingParams:
+    g = params.generate
+    return SamplingParams(n=g.n, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
+                          stop=tuple(g.stop))
+
+
+def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str, policy_name: str,
+          iteration: int, out: dict[str, str]) -> None:
+    g = params.generate
+    prompts = pipeline | "ReadPrompts" >> ReadDataset(prompts_path)
+    if g.split != "all":
+        prompts = prompts | "OfSplit" >> beam.Filter(lambda r, s: r["split"] == s, g.split)
+    if g.max_prompts:
+        first_ids = (
+            prompts
+            | "Ids" >> beam.Map(lambda r: r["prompt_id"])
+            | "FirstIds" >> beam.combiners.Top.Smallest(g.max_prompts)
+            | "AsSet" >> beam.Map(set)
+        )
+        prompts = prompts | "KeepFirst" >> beam.Filter(lambda r, ids: r["prompt_id"] in ids,
+                                                       beam.pvalue.AsSingleton(first_ids))
+    handler = PolicyModelHandler(params.policy, model, sampling_params(params), params.seed,
+                                 g.truncate_long_prompts, STAGE)
+    generated = prompts | "Generate" >> GenerateResponses(handler, policy_name, iteration, params.policy.backend)
+    generated.responses | "WriteResponses" >> WriteDataset(out["responses"], "responses", STAGE, g.num_shards)
+    generated[DEAD] | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="prefsynth generate", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prompts", default="data/prompts")
+    ap.add_argument("--policy", default="models/policy-0", help="the policy directory of this round")
+    ap.add_argument("--iteration", type=int, default=0)
+    ap.add_argument("--out", default="data/responses")
+    ap.add_argument("--dead", default="data/deadletter/generate")
+    ap.add_argument("--metrics", default="metrics/generate.json")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    model = resolve_model(args.policy, params.policy)
+    policy_name = args.policy.rstrip("/").rsplit("/", 1)[-1]
+    account = run_stage(
+        STAGE, params.beam, {"responses": args.out, "dead": args.dead}, "responses", "dead",
+        lambda p, out: build(p, params, args.prompts, model, policy_name, args.iteration, out),
+        count_out=functools.partial(count_distinct, column="prompt_id"),
+    )
+    table = read_table(args.out)
+    n_tokens = sum(table.column("n_tokens").to_pylist())
+    finish = collections.Counter(table.column("finish_reason").to_pylist())
+    write_metrics(args.metrics, {
+        "accounting": account.to_dict(),
+        "responses": table.num_rows,
+        "tokens": n_tokens,
+        "tokens_per_s": round(n_tokens / account.wall_s, 1) if account.wall_s else None,
+        "finish_reasons": dict(sorted(finish.items())),
+        "truncated_prompts": sum(bool(x) for x in table.column("truncated_prompt").to_pylist()),
+    })

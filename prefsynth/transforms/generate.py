@@ -1,0 +1,184 @@
+"""Sampling the policy inside Beam: a RunInference ModelHandler and the response records.
+
+The handler loads the backend once per worker (RunInference's shared model) and is handed
+batches by RunInference's BatchElements. Each prompt's samples are seeded from
+(seed, prompt_id), so they do not depend on the batch. Over-long prompts and failed requests
+come back as failures and become dead letters; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from prefsynth.backends.base import Completion, SamplingParams
+from prefsynth.backends.openai_backend import GenerationFailure
+from prefsynth.config import PolicyConfig
+from prefsynth.ids import content_id, seed_for
+from prefsynth.tasks import get_task
+from prefsynth.transforms.deadletters import DEAD, count_in, emit_dead
+
+log = logging.getLogger("prefsynth")
+NAMESPACE = "prefsynth"
+
+
+# ---- pure core ---------------------------------------------------------------------------------
+
+def response_records(prompt: dict, completions: Sequence[Completion], policy: str, iteration: int,
+                     source: str, truncated: bool = False) -> list[dict]:
+    """One responses row per completion: steps and final answer by the prompt's task."""
+    task = get_task(prompt["task"])
+    rows = []
+    for j, c in enumerate(completions):
+        rows.append({
+            "response_id": content_id(prompt["prompt_id"], policy, iteration, j, c.text),
+            "prompt_id": prompt["prompt_id"],
+            "policy": policy,
+            "iteration": iteration,
+            "sample_index": j,
+            "text": c.text,
+            "steps": task.split_steps(c.text),
+            "final_answer": task.extract_answer(c.text),
+            "n_tokens": c.n_tokens,
+            "sum_logprob": c.sum_logprob if c.logprobs else None,
+            "mean_logprob": c.mean_logprob,
+            "self_certainty": c.self_certainty,
+            "finish_reason": c.finish_reason,
+            "truncated_prompt": truncated,
+            "source": source,
+        })
+    return rows
+
+
+def fit_prompt(prompt: str, tokenizer, max_positions: int | None, max_new_tokens: int,
+               truncate: bool) -> tuple[str | None, bool, str | None]:
+    """(prompt to send, truncated?, error): a prompt that leaves no room for `max_new_tokens`
+    is an error, or — when `truncate` — is cut to its last tokens that fit."""
+    if tokenizer is None or not max_positions:
+        return prompt, False, None  # servers enforce their own context; failures come back as errors
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    room = max_positions - max_new_tokens
+    if len(ids) <= room:
+        return prompt, False, None
+    if truncate and room > 0:
+        return tokenizer.decode(ids[-room:]), True, None
+    return None, False, (f"prompt has {len(ids)} tokens; the context of {max_positions} leaves "
+                         f"{max(room, 0)} after max_new_tokens={max_new_tokens}")
+
+
+# ---- Beam shell --------------------------------------------------------------------------------
+
+class _Progress:
+    """A progress line every `every_s` seconds from each worker."""
+
+    def __init__(self, stage: str, every_s: float = 15.0):
+        self.stage, self.every_s = stage, every_s
+        self.start = self.last = time.monotonic()
+        self.prompts = self.samples = self.tokens = 0
+
+    def add(self, prompts: int, samples: int, tokens: int) -> None:
+        self.prompts += prompts
+        self.samples += samples
+        self.tokens += tokens
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            rate = self.tokens / max(now - self.start, 1e-9)
+            log.info("[%s] %d prompts, %d samples, %d tokens so far (%.0f tokens/s on this worker)",
+                     self.stage, self.prompts, self.samples, self.tokens, rate)
+
+
+class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
+    """RunInference handler: prompt records in, (record, completions | failure) out."""
+
+    def __init__(self, policy: PolicyConfig, model: str, sampling: SamplingParams, seed: int,
+                 truncate_long_prompts: bool = False, stage: str = "generate"):
+        super().__init__(min_batch_size=1, max_batch_size=max(1, policy.batch_size // sampling.n))
+        self.policy, self.model, self.sampling, self.seed = policy, model, sampling, seed
+        self.truncate, self.stage = truncate_long_prompts, stage
+        self._progress: _Progress | None = None
+
+    def load_model(self):
+        from prefsynth.backends.factory import make_backend
+
+        log.info("[%s] loading %s backend for %s", self.stage, self.policy.backend, self.model)
+        return make_backend(self.policy, self.model)
+
+    def run_inference(self, batch: Sequence[dict], model, inference_args=None) -> Iterable[PredictionResult]:
+        if self._progress is None:
+            self._progress = _Progress(self.stage)
+        tokenizer = getattr(model, "tokenizer", None)
+        max_positions = getattr(model, "max_positions", None)
+        results: list[Any] = [None] * len(batch)
+        send, send_idx, truncated = [], [], {}
+        for i, rec in enumerate(batch):
+            prompt, cut, error = fit_prompt(rec["prompt"], tokenizer, max_positions,
+                                            self.sampling.max_new_tokens, self.truncate)
+            if error:
+                results[i] = GenerationFailure("prompt_too_long", f"prompt {rec['prompt_id']}: {error}")
+            else:
+                send.append(prompt)
+                send_idx.append(i)
+                truncated[i] = cut
+        if send:
+            seeds = [seed_for(self.seed, batch[i]["prompt_id"], self.stage) for i in send_idx]
+            retries_before = getattr(model, "retries", 0)
+            outs = model.generate(send, self.sampling, seeds)
+            retries = getattr(model, "retries", 0) - retries_before
+            if retries:
+                beam.metrics.Metrics.counter(NAMESPACE, "model_retries").inc(retries)
+            for i, out in zip(send_idx, outs):
+                results[i] = out
+        n_tokens = sum(c.n_tokens for r in results if isinstance(r, list) for c in r)
+        n_samples = sum(len(r) for r in results if isinstance(r, list))
+        beam.metrics.Metrics.counter(NAMESPACE, "model_requests").inc(len(send))
+        beam.metrics.Metrics.counter(NAMESPACE, "model_failures").inc(
+            sum(isinstance(r, GenerationFailure) for r in results))
+        beam.metrics.Metrics.counter(NAMESPACE, "generated_tokens").inc(n_tokens)
+        self._progress.add(len(batch), n_samples, n_tokens)
+        return [PredictionResult(example={**rec, "_truncated": truncated.get(i, False)}, inference=res)
+                for i, (rec, res) in enumerate(zip(batch, results))]
+
+    def get_metrics_namespace(self) -> str:
+        return f"{NAMESPACE}.{self.stage}.inference"
+
+
+class ToResponses(beam.DoFn):
+    """PredictionResult -> response rows, or a dead letter with the raw output."""
+
+    def __init__(self, policy_name: str, iteration: int, source: str, stage: str = "generate"):
+        self.policy_name, self.iteration, self.source, self.stage = policy_name, iteration, source, stage
+
+    def process(self, result: PredictionResult):
+        count_in()
+        rec, out = dict(result.example), result.inference
+        truncated = rec.pop("_truncated", False)
+        if isinstance(out, GenerationFailure):
+            yield emit_dead(self.stage, rec["prompt_id"], out.error_type, out.message,
+                            raw_input=rec["prompt"], raw_output=out.raw_output)
+            return
+        for row in response_records(rec, out, self.policy_name, self.iteration, self.source, truncated):
+            yield row
+
+
+class GenerateResponses(beam.PTransform):
+    """Prompt records -> responses (main output) and dead letters (DEAD)."""
+
+    def __init__(self, handler: PolicyModelHandler, policy_name: str, iteration: int, source: str):
+        super().__init__()
+        self.handler, self.policy_name, self.iteration, self.source = handler, policy_name, iteration, source
+
+    def expand(self, prompts):
+        from apache_beam.ml.inference.base import RunInference
+
+        return (
+            prompts
+            | "RunInference" >> RunInference(self.handler)
+            | "ToResponses" >> beam.ParDo(
+                ToResponses(self.policy_name, self.iteration, self.source, self.handler.stage)
+            ).with_outputs(DEAD, main="responses")
+        )

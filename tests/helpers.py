@@ -1,0 +1,120 @@
+"""Shared test helpers: tiny random policies and real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import torch
+
+from prefsynth.tiny_policy import build_model, build_tokenizer
+
+
+def tiny_random_policy(path: Path, n_positions: int = 96, seed: int = 0) -> str:
+    """An untrained tiny policy saved like a real one (enough to test plumbing, fast)."""
+    torch.manual_seed(seed)
+    tok = build_tokenizer()
+    model = build_model(tok, n_layer=1, n_embd=32, n_head=2, n_positions=n_positions)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`prefsynth serve` in its own process: a real OpenAI-compatible server on loopback."""
+
+    def __init__(self, model: str, name: str = "policy"):
+        self.port = free_port()
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prefsynth", "serve", "--model", model, "--port", str(self.port),
+             "--served-model-name", name],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.close()
+        raise RuntimeError("server did not start in 120 s")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FailingServer:
+    """A real HTTP server that answers every completion with `status` and `body`, counting hits."""
+
+    def __init__(self, status: int = 500, body: str = '{"error": {"message": "boom"}}', headers=None):
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                outer.hits += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                data = body.encode()
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def write_params(path: Path, data: dict) -> str:
+    path.write_text(json.dumps(data))
+    return str(path)

@@ -1,0 +1,52 @@
+"""A real `dvc repro` of the project on a small config: every stage runs, a second repro skips all."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+SMALL = {
+    "prompts": {"n_prompts": 400},
+    "bootstrap": {"max_steps": 20, "batch_size": 16, "eval_prompts": 40, "eval_sample_prompts": 10,
+                  "eval_samples": 4},
+}
+IGNORE = shutil.ignore_patterns(".venv", ".git", "data", "models", "metrics", "reports", "__pycache__",
+                                "*.egg-info", ".pytest_cache", "tmp", "cache")
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc), *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_every_stage_then_skips_them(tmp_path, repo):
+    project = tmp_path / "project"
+    shutil.copytree(repo, project, ignore=IGNORE)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for group, values in SMALL.items():
+        params[group].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+
+    first = _dvc(project, "repro")
+    stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    for stage in stages:
+        assert f"Running stage '{stage}'" in first
+    assert (project / "models/policy-0/config.json").exists()
+    prompts_metrics = json.loads((project / "metrics/prompts.json").read_text())
+    assert prompts_metrics["accounting"]["n_in"] == 400 and prompts_metrics["accounting"]["balanced"]
+    boot = json.loads((project / "metrics/bootstrap.json").read_text())
+    assert boot["trained"] and 0.0 <= boot["greedy_accuracy"] <= 1.0
+
+    second = _dvc(project, "repro")
+    for stage in stages:
+        assert f"Stage '{stage}' didn't change, skipping" in second
+    assert "Running stage" not in second
+    assert "up to date" in _dvc(project, "status")
