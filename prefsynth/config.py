@@ -86,6 +86,7 @@ class PolicyConfig:
     device: str | None = _f(None, "transformers: cpu or cuda; null picks cuda when available.")
     dtype: str | None = _f(None, "transformers/vllm: torch dtype, e.g. bfloat16; null: the model's default.")
     batch_size: int = _f(256, "Sequences per model call (transformers) and per Beam batch.")
+    torch_threads: int = _f(2, "transformers on CPU: threads per worker (fixed, so floats do not vary by machine load).")
     gpu_memory_utilization: float = _f(0.85, "vllm: share of GPU memory for weights and KV cache.")
     max_model_len: int | None = _f(None, "vllm: context length cap; null: the model's.")
 

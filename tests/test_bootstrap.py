@@ -22,7 +22,7 @@ def test_small_bootstrap_learns(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps(EASY))
     prompts.main(["--params", str(params), "--out", str(tmp_path / "prompts"), "--dead", str(tmp_path / "dead"),
-                  "--metrics", str(tmp_path / "prompts.json")])
+                  "--metrics", str(tmp_path / "prompts.json"), "--reports", str(tmp_path / "reports")])
     bootstrap.main(["--params", str(params), "--prompts", str(tmp_path / "prompts"),
                     "--out", str(tmp_path / "policy"), "--metrics", str(tmp_path / "bootstrap.json")])
     m = json.loads((tmp_path / "bootstrap.json").read_text())

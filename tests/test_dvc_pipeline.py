@@ -13,6 +13,7 @@ SMALL = {
     "prompts": {"n_prompts": 400},
     "bootstrap": {"max_steps": 20, "batch_size": 16, "eval_prompts": 40, "eval_sample_prompts": 10,
                   "eval_samples": 4},
+    "generate": {"max_prompts": 30, "n": 2, "max_new_tokens": 40},
 }
 IGNORE = shutil.ignore_patterns(".venv", ".git", "data", "models", "metrics", "reports", "__pycache__",
                                 "*.egg-info", ".pytest_cache", "tmp", "cache")
@@ -44,6 +45,9 @@ def test_dvc_repro_runs_every_stage_then_skips_them(tmp_path, repo):
     assert prompts_metrics["accounting"]["n_in"] == 400 and prompts_metrics["accounting"]["balanced"]
     boot = json.loads((project / "metrics/bootstrap.json").read_text())
     assert boot["trained"] and 0.0 <= boot["greedy_accuracy"] <= 1.0
+
+    gen = json.loads((project / "metrics/generate.json").read_text())
+    assert gen["accounting"]["n_in"] == 30 and gen["accounting"]["balanced"] and gen["responses"] == 60
 
     second = _dvc(project, "repro")
     for stage in stages:

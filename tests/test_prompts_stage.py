@@ -19,7 +19,7 @@ def _params(tmp_path: Path, **groups) -> str:
 def _run(tmp_path, params_path, name="run"):
     out = tmp_path / name
     prompts_stage.main(["--params", params_path, "--out", str(out / "prompts"), "--dead", str(out / "dead"),
-                        "--metrics", str(out / "metrics.json")])
+                        "--metrics", str(out / "metrics.json"), "--reports", str(out / "reports")])
     return out, json.loads((out / "metrics.json").read_text())
 
 

@@ -21,8 +21,12 @@ def resolve_model(policy_dir: str, cfg: PolicyConfig) -> str:
 
 def make_backend(cfg: PolicyConfig, model: str):
     if cfg.backend == "transformers":
+        import torch
+
         from prefsynth.backends.transformers_backend import TransformersBackend
 
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
         return TransformersBackend(model, device=cfg.device, batch_size=cfg.batch_size, torch_dtype=cfg.dtype)
     if cfg.backend == "vllm":
         from prefsynth.backends.vllm_backend import VLLMBackend

@@ -16,7 +16,7 @@ import apache_beam as beam
 from prefsynth.backends.base import SamplingParams
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
-from prefsynth.pipelines.stage import run_stage, write_metrics
+from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_table
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.generate import GenerateResponses, PolicyModelHandler
@@ -61,14 +61,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="data/responses")
     ap.add_argument("--dead", default="data/deadletter/generate")
     ap.add_argument("--metrics", default="metrics/generate.json")
+    ap.add_argument("--reports", default="reports", help="where Data Docs of the validation go")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     model = resolve_model(args.policy, params.policy)
     policy_name = args.policy.rstrip("/").rsplit("/", 1)[-1]
     account = run_stage(
-        STAGE, params.beam, {"responses": args.out, "dead": args.dead}, "responses", "dead",
+        STAGE, params.beam,
+        {"responses": Output(args.out, "responses"), "dead": Output(args.dead, "dead_letters")},
+        "responses", "dead",
         lambda p, out: build(p, params, args.prompts, model, policy_name, args.iteration, out),
         count_out=functools.partial(count_distinct, column="prompt_id"),
+        refs={"prompt_id": read_table(args.prompts).column("prompt_id").to_pylist()},
+        reports_dir=args.reports,
     )
     table = read_table(args.out)
     n_tokens = sum(table.column("n_tokens").to_pylist())

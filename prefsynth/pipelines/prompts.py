@@ -12,7 +12,7 @@ import collections
 import apache_beam as beam
 
 from prefsynth.config import Params, load_params
-from prefsynth.pipelines.stage import run_stage, write_metrics
+from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import WriteDataset, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import DEAD
@@ -70,11 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="data/prompts")
     ap.add_argument("--dead", default="data/deadletter/prompts")
     ap.add_argument("--metrics", default="metrics/prompts.json")
+    ap.add_argument("--reports", default="reports", help="where Data Docs of the validation go")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     account = run_stage(
-        STAGE, params.beam, {"prompts": args.out, "dead": args.dead}, "prompts", "dead",
-        lambda p, out: build(p, params, out),
+        STAGE, params.beam, {"prompts": Output(args.out, "prompts"), "dead": Output(args.dead, "dead_letters")},
+        "prompts", "dead", lambda p, out: build(p, params, out), reports_dir=args.reports,
     )
     splits = collections.Counter(read_table(args.out).column("split").to_pylist())
     write_metrics(args.metrics, {"accounting": account.to_dict(), "splits": dict(sorted(splits.items()))})

@@ -22,7 +22,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from prefsynth.config import BeamConfig
 from prefsynth.pipelines.options import pipeline_options
-from prefsynth.schemas.io import METRICS_NAMESPACE, count_rows
+from prefsynth.schemas.io import METRICS_NAMESPACE, count_rows, read_table
 
 log = logging.getLogger("prefsynth")
 
@@ -118,23 +118,35 @@ def write_metrics(path: str | Path, metrics: dict) -> None:
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
+@dataclass
+class Output:
+    path: str
+    dataset: str  # schema name, which is also the expectation suite that checks it
+
+
 def run_stage(
     stage: str,
     beam_cfg: BeamConfig,
-    outputs: dict[str, str],
+    outputs: dict[str, Output],
     out_name: str,
     dead_name: str,
     build: Callable[[beam.Pipeline, dict[str, str]], None],
     count_out: Callable[[str], int] = count_rows,
+    refs: dict[str, list] | None = None,
+    reports_dir: str | None = "reports",
 ) -> Account:
-    """Build and run a stage's pipeline into staging folders, account, and commit.
+    """Build and run a stage's pipeline into staging folders, account, validate, and commit.
 
-    `outputs` maps output names to final paths; `build(pipeline, staging_paths)` adds the
-    transforms; `out_name` is the output whose rows are the stage's `out`, `dead_name` the
-    dead-letter output; `count_out` counts the output in the unit of the input (e.g. distinct
-    prompts for a stage that writes several rows per prompt). Raises AccountingError (and commits nothing) when the books do not balance.
+    `outputs` maps output names to their final path and dataset; `build(pipeline, staging_paths)`
+    adds the transforms; `out_name` is the output whose rows are the stage's `out`, `dead_name`
+    the dead-letter output; `count_out` counts the output in the unit of the input (e.g.
+    distinct prompts for a stage that writes several rows per prompt); `refs` are the ids of
+    other datasets for foreign-key expectations. Raises AccountingError or ValidationFailed
+    (and commits nothing) when the books do not balance or an expectation fails.
     """
-    staging = {name: staging_path(path) for name, path in outputs.items()}
+    from prefsynth.validation import validate_table
+
+    staging = {name: staging_path(out.path) for name, out in outputs.items()}
     for path in staging.values():
         clear_dir(path)
         if _is_local(path):
@@ -158,7 +170,9 @@ def run_stage(
     if n_dead_rows != account.n_dead:
         raise AccountingError(f"stage {stage}: {n_dead_rows} dead-letter rows written but {account.n_dead} counted")
     account.check()
-    for name, path in outputs.items():
-        commit_dir(staging[name], path)
+    for name, out in outputs.items():
+        validate_table(read_table(staging[name]), out.dataset, stage, refs, reports_dir)
+    for name, out in outputs.items():
+        commit_dir(staging[name], out.path)
     log.info(account.summary_line())
     return account

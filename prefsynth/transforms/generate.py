@@ -97,10 +97,13 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
 
     def __init__(self, policy: PolicyConfig, model: str, sampling: SamplingParams, seed: int,
                  truncate_long_prompts: bool = False, stage: str = "generate"):
-        super().__init__(min_batch_size=1, max_batch_size=max(1, policy.batch_size // sampling.n))
+        super().__init__()
         self.policy, self.model, self.sampling, self.seed = policy, model, sampling, seed
         self.truncate, self.stage = truncate_long_prompts, stage
         self._progress: _Progress | None = None
+
+    def should_skip_batching(self) -> bool:
+        return True  # DeterministicBatches already made the batches
 
     def load_model(self):
         from prefsynth.backends.factory import make_backend
@@ -165,6 +168,38 @@ class ToResponses(beam.DoFn):
             yield row
 
 
+def _index_batches(ids: list[str], per_batch: int) -> dict[str, int]:
+    return {pid: i // per_batch for i, pid in enumerate(sorted(ids))}
+
+
+class DeterministicBatches(beam.PTransform):
+    """Records -> lists of `per_batch` records, the same lists whatever the runner or worker count.
+
+    Model outputs are floating point: a prompt's log-probs can change in the last bits with the
+    padding of the batch it shares. Fixing each batch's members (consecutive ids) and order makes
+    the bytes independent of how Beam bundled the records.
+    """
+
+    def __init__(self, per_batch: int, key: str = "prompt_id"):
+        super().__init__()
+        self.per_batch, self.key = per_batch, key
+
+    def expand(self, records):
+        key, per_batch = self.key, self.per_batch
+        index = (
+            records
+            | "Ids" >> beam.Map(lambda r: r[key])
+            | "AllIds" >> beam.combiners.ToList()
+            | "BatchIndex" >> beam.Map(_index_batches, per_batch)
+        )
+        return (
+            records
+            | "KeyByBatch" >> beam.Map(lambda r, idx: (idx[r[key]], r), beam.pvalue.AsSingleton(index))
+            | "GroupBatch" >> beam.GroupByKey()
+            | "SortBatch" >> beam.MapTuple(lambda _, rs: sorted(rs, key=lambda r: r[key]))
+        )
+
+
 class GenerateResponses(beam.PTransform):
     """Prompt records -> responses (main output) and dead letters (DEAD)."""
 
@@ -175,8 +210,10 @@ class GenerateResponses(beam.PTransform):
     def expand(self, prompts):
         from apache_beam.ml.inference.base import RunInference
 
+        per_batch = max(1, self.handler.policy.batch_size // self.handler.sampling.n)
         return (
             prompts
+            | "Batch" >> DeterministicBatches(per_batch)
             | "RunInference" >> RunInference(self.handler)
             | "ToResponses" >> beam.ParDo(
                 ToResponses(self.policy_name, self.iteration, self.source, self.handler.stage)
