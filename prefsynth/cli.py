@@ -11,6 +11,7 @@ STAGES = {
     "prompts": "prefsynth.pipelines.prompts",
     "bootstrap": "prefsynth.pipelines.bootstrap",
     "generate": "prefsynth.pipelines.generate",
+    "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
 }
 

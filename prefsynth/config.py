@@ -63,7 +63,7 @@ class BootstrapConfig:
     learning_rate: float = _f(3e-3, "AdamW peak learning rate.")
     warmup_steps: int = _f(50, "Linear warm-up steps before the cosine decay.")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
-    self_eval_fraction: float = _f(0.25, "Share of training examples that teach the self-evaluation question.")
+    self_eval_fraction: float = _f(0.3, "Share of training examples that teach the self-evaluation question.")
     eval_prompts: int = _f(500, "Held-out test prompts used to measure the bootstrap policy.")
     eval_samples: int = _f(8, "Samples per prompt to measure contrast (prompts with right and wrong samples).")
     eval_sample_prompts: int = _f(200, "Test prompts used for the sampled contrast measurement.")
@@ -106,6 +106,17 @@ class GenerateConfig:
 
 
 @dataclass
+class CardConfig:
+    license: str = _f("cc-by-4.0", "License of the published dataset (a Hub license id).")
+    language: list = _f(["en"], "Languages of the text.")
+    pretty_name: str = _f("prefsynth arithmetic preferences", "Title of the dataset card.")
+    extra_tags: list = _f([], "More Hub tags beside preference, dpo, synthetic, prefsynth.")
+    push: bool = _f(False, "Upload card/ to the Hub (needs repo_id and HF_TOKEN or a login).")
+    repo_id: str | None = _f(None, "Hub dataset repo, e.g. your-name/arith-prefs.")
+    private: bool = _f(True, "Create the Hub repo as private.")
+
+
+@dataclass
 class Params:
     seed: int = _f(1234, "Global seed: every random draw derives from (seed, record id, purpose).")
     beam: BeamConfig = field(default_factory=BeamConfig)
@@ -114,6 +125,7 @@ class Params:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    card: CardConfig = field(default_factory=CardConfig)
 
 
 def _build(cls, data: dict | None, where: str):

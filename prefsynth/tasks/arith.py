@@ -38,9 +38,9 @@ class ArithConfig:
     min_ops: int = 2  # fewest operations (steps before the answer line)
     max_ops: int = 3  # most operations
     operand_min: int = 0  # smallest operand of + and -, and the first number
-    operand_max: int = 99  # largest operand of + and -, and the first number
+    operand_max: int = 50  # largest operand of + and -, and the first number
     mul_min: int = 2  # smallest operand of * and /
-    mul_max: int = 9  # largest operand of * and /
+    mul_max: int = 5  # largest operand of * and /
     operators: str = "+-*"  # the operator mix; repeat a symbol to weight it, add "/" for exact division
     allow_negative: bool = False  # allow intermediate results below zero
 
