@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the network
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("apache_beam", "urllib3", "httpx"):
+    for noisy in ("apache_beam", "urllib3", "httpx", "httpx2", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     importlib.import_module(STAGES[stage]).main(rest)
 
