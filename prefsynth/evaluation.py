@@ -38,6 +38,17 @@ def _seed(global_seed: int, prompt_id: str, purpose: str) -> int:
     return seed_for(global_seed, prompt_id, purpose)
 
 
+def arith_p_true(backend: Backend, self_eval_prompts: list[str]) -> list[float]:
+    """P(True) of the tiny policy's self-evaluation: it first recomputes the step (greedy, up to
+    the space), then P(yes) is normalised against P(no) after that recomputation."""
+    recomputed = backend.generate(self_eval_prompts,
+                                  SamplingParams(n=1, temperature=0.0, max_new_tokens=8, stop=(" ",)))
+    ctx = [p + g[0].text + " " for p, g in zip(self_eval_prompts, recomputed)]
+    s_yes = backend.score(ctx, ["yes"] * len(ctx))
+    s_no = backend.score(ctx, ["no"] * len(ctx))
+    return [1.0 / (1.0 + math.exp(max(min(n - y, 700.0), -700.0))) for y, n in zip(s_yes, s_no)]
+
+
 def arith_policy_metrics(backend: Backend, test_records: list[dict], seed: int, n_greedy: int,
                          n_sample_prompts: int, n_samples: int, temperature: float,
                          max_new_tokens: int = 64) -> dict:
@@ -69,10 +80,8 @@ def arith_policy_metrics(backend: Backend, test_records: list[dict], seed: int, 
         rng = random.Random(_seed(seed, rec["prompt_id"], "eval-self"))
         p, completion = arith.self_eval_example(arith.parse_expression(rec["prompt"]), rng)
         prompts.append(p)
-        truth.append(completion.startswith("yes"))
-    s_yes = backend.score(prompts, ["yes"] * len(prompts))
-    s_no = backend.score(prompts, ["no"] * len(prompts))
-    p_yes = [1.0 / (1.0 + math.exp(n - y)) for y, n in zip(s_yes, s_no)]
+        truth.append(completion.endswith("yes\n"))
+    p_yes = arith_p_true(backend, prompts)
     self_eval_acc = sum((p > 0.5) == t for p, t in zip(p_yes, truth)) / len(truth)
     return {
         "greedy_accuracy": sum(correct) / len(correct),

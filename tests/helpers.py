@@ -17,11 +17,11 @@ import torch
 from prefsynth.tiny_policy import build_model, build_tokenizer
 
 
-def tiny_random_policy(path: Path, n_positions: int = 96, seed: int = 0) -> str:
+def tiny_random_policy(path: Path, n_positions: int = 96, seed: int = 0, n_embd: int = 32) -> str:
     """An untrained tiny policy saved like a real one (enough to test plumbing, fast)."""
     torch.manual_seed(seed)
     tok = build_tokenizer()
-    model = build_model(tok, n_layer=1, n_embd=32, n_head=2, n_positions=n_positions)
+    model = build_model(tok, n_layer=1, n_embd=n_embd, n_head=2, n_positions=n_positions)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)

@@ -10,9 +10,10 @@ from prefsynth.tasks import arith
 
 EASY = {
     "seed": 3,
-    "arith": {"min_ops": 1, "max_ops": 1, "operand_max": 9, "operators": "+"},
+    # one addition of numbers up to 30: ~960 problems, so the held-out half is unseen but learnable
+    "arith": {"min_ops": 1, "max_ops": 1, "operand_max": 30, "operators": "+"},
     "prompts": {"n_prompts": 300, "test_fraction": 0.5},
-    "bootstrap": {"max_steps": 200, "batch_size": 32, "learning_rate": 0.003, "warmup_steps": 20,
+    "bootstrap": {"max_steps": 300, "batch_size": 32, "learning_rate": 0.003, "warmup_steps": 20,
                   "eval_prompts": 60, "eval_sample_prompts": 30, "eval_samples": 4},
 }
 
@@ -27,9 +28,9 @@ def test_small_bootstrap_learns(tmp_path):
                     "--out", str(tmp_path / "policy"), "--metrics", str(tmp_path / "bootstrap.json")])
     m = json.loads((tmp_path / "bootstrap.json").read_text())
     assert m["final_train_loss"] < 0.5 * m["first_train_loss"], m
-    # single-digit sums: chance of a right answer by guessing is ~1/19; it must do far better
-    assert m["greedy_accuracy"] > 0.5, m
-    assert m["per_step_accuracy"] > 0.5, m
+    # a guess would be right ~1/60 of the time; it must do far better on unseen problems
+    assert m["greedy_accuracy"] > 0.3, m
+    assert m["per_step_accuracy"] > 0.3, m
     for key in ("mixed_fraction", "self_eval_accuracy", "train_seconds"):
         assert key in m
 

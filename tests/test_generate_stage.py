@@ -76,8 +76,10 @@ def test_generate_through_a_real_openai_compatible_server(world):
     acc = m["accounting"]
     assert acc["n_in"] == 10 and acc["n_out"] == 10 and acc["balanced"]
     rows = read_records(str(out / "responses"))
-    assert len(rows) == 30 and all(r["source"] == "openai" and r["self_certainty"] is not None for r in rows)
-    assert all(r["sum_logprob"] is not None for r in rows)
+    assert len(rows) == 30 and all(r["source"] == "openai" for r in rows)
+    # an empty completion (EOS first) has no tokens to measure; every other one has both
+    assert all(r["self_certainty"] is not None and r["sum_logprob"] is not None for r in rows if r["n_tokens"])
+    assert sum(r["n_tokens"] > 0 for r in rows) >= 25
 
 
 def test_server_failures_become_dead_letters_with_the_raw_body(world):
