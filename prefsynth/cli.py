@@ -11,6 +11,7 @@ STAGES = {
     "prompts": "prefsynth.pipelines.prompts",
     "bootstrap": "prefsynth.pipelines.bootstrap",
     "generate": "prefsynth.pipelines.generate",
+    "mcts": "prefsynth.pipelines.mcts",
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
 }

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from prefsynth.tasks.arith import ArithConfig
+from prefsynth.transforms.mcts import MCTSConfig
 
 
 def _f(default, help: str):
@@ -106,6 +107,16 @@ class GenerateConfig:
 
 
 @dataclass
+class MCTSStageConfig:
+    split: str = _f("train", "Which prompts get a search tree: train, test or all.")
+    max_prompts: int | None = _f(400, "Search the first N prompts (by id); null: all.")
+    trees_per_batch: int = _f(64, "Trees searched together; each model call expands one leaf of each.")
+    num_shards: int = _f(2, "Parquet files written for data/trees.")
+    search: MCTSConfig = field(default_factory=MCTSConfig,
+                               metadata={"help": "The MCTS constants (see transforms/mcts.py MCTSConfig)."})
+
+
+@dataclass
 class CardConfig:
     license: str = _f("cc-by-4.0", "License of the published dataset (a Hub license id).")
     language: list = _f(["en"], "Languages of the text.")
@@ -125,6 +136,7 @@ class Params:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    mcts: MCTSStageConfig = field(default_factory=MCTSStageConfig)
     card: CardConfig = field(default_factory=CardConfig)
 
 

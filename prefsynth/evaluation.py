@@ -39,13 +39,9 @@ def _seed(global_seed: int, prompt_id: str, purpose: str) -> int:
 
 
 def arith_p_true(backend: Backend, self_eval_prompts: list[str]) -> list[float]:
-    """P(True) of the tiny policy's self-evaluation: it first recomputes the step (greedy, up to
-    the space), then P(yes) is normalised against P(no) after that recomputation."""
-    recomputed = backend.generate(self_eval_prompts,
-                                  SamplingParams(n=1, temperature=0.0, max_new_tokens=8, stop=(" ",)))
-    ctx = [p + g[0].text + " " for p, g in zip(self_eval_prompts, recomputed)]
-    s_yes = backend.score(ctx, ["yes"] * len(ctx))
-    s_no = backend.score(ctx, ["no"] * len(ctx))
+    """P(True) of the policy's self-evaluation: P(yes) normalised against P(no)."""
+    s_yes = backend.score(self_eval_prompts, ["yes"] * len(self_eval_prompts))
+    s_no = backend.score(self_eval_prompts, ["no"] * len(self_eval_prompts))
     return [1.0 / (1.0 + math.exp(max(min(n - y, 700.0), -700.0))) for y, n in zip(s_yes, s_no)]
 
 
@@ -80,7 +76,7 @@ def arith_policy_metrics(backend: Backend, test_records: list[dict], seed: int, 
         rng = random.Random(_seed(seed, rec["prompt_id"], "eval-self"))
         p, completion = arith.self_eval_example(arith.parse_expression(rec["prompt"]), rng)
         prompts.append(p)
-        truth.append(completion.endswith("yes\n"))
+        truth.append(completion == "yes\n")
     p_yes = arith_p_true(backend, prompts)
     self_eval_acc = sum((p > 0.5) == t for p, t in zip(p_yes, truth)) / len(truth)
     return {

@@ -103,9 +103,7 @@ def test_self_eval_examples_are_balanced_and_labelled_right():
         assert prompt.startswith(p.prompt) and prompt.endswith(arith.SELF_EVAL_SUFFIX)
         steps = prompt[len(p.prompt):-len(arith.SELF_EVAL_SUFFIX)].strip().split("\n")
         truly_right = steps == p.solution_steps[:len(steps)]
-        assert truly_right == completion.endswith(" yes\n")
-        # the answer recomputes the shown step's own operation first
-        assert completion.split()[0] == arith.recompute_step(steps[-1])
+        assert truly_right == (completion == "yes\n")
         labels.append(truly_right)
     assert 0.4 < sum(labels) / len(labels) < 0.6
 

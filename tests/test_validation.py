@@ -15,7 +15,7 @@ def _table(dataset, n=6, edit=None):
     return records_to_table(recs, dataset, "test")
 
 
-REFS = {"prompt_id": [f"p{i}" for i in range(6)], "node_id": [f"n{i}" for i in range(6)]}
+REFS = {"prompt_id": [f"p{i}" for i in range(6)]}
 
 
 @pytest.mark.parametrize("dataset", sorted(SAMPLES))

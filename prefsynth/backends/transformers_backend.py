@@ -46,10 +46,15 @@ def sample_seed(request_seed: int, index: int) -> int:
 
 class TransformersBackend:
     name = "transformers"
+    MIN_ROWS = 8
 
     def __init__(self, model_path: str, device: str | None = None, batch_size: int = 256,
-                 torch_dtype: str | None = None, model=None, tokenizer=None):
+                 torch_dtype: str | None = None, model=None, tokenizer=None, pad_multiple: int = 32):
         self.model_path = model_path
+        # Every sequence is left-padded to a multiple of `pad_multiple` fixed by its own length,
+        # never by its batch-mates: the kernels then see the same shapes for a prompt whatever
+        # batch it is in, and its log-probs are bit-identical (not just close) across batchings.
+        self.pad_multiple = pad_multiple
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
@@ -71,31 +76,56 @@ class TransformersBackend:
         if len(seeds) != len(prompts):
             raise ValueError("generate: one seed per prompt")
         per_batch = max(1, self.batch_size // sampling.n)
-        out: list[list[Completion]] = []
-        for i in range(0, len(prompts), per_batch):
-            out.extend(self._generate_batch(list(prompts[i:i + per_batch]), sampling, seeds[i:i + per_batch],
-                                            top_logprobs))
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        out: list[list[Completion] | None] = [None] * len(prompts)
+        for width, idx in self._buckets([len(x) for x in ids]):
+            for i in range(0, len(idx), per_batch):
+                chunk = idx[i:i + per_batch]
+                # CPU GEMM kernels pick a different path for 1-3 rows, which changes the last bits
+                # of decode-step logits: pad tiny batches with a copy so every call has >= MIN_ROWS.
+                pad = max(0, -(-self.MIN_ROWS // sampling.n) - len(chunk))
+                batch_ids = [ids[j] for j in chunk] + [ids[chunk[0]]] * pad
+                batch_seeds = [seeds[j] for j in chunk] + [seeds[chunk[0]]] * pad
+                groups = self._generate_batch(batch_ids, width, sampling, batch_seeds, top_logprobs)[:len(chunk)]
+                for j, g in zip(chunk, groups):
+                    out[j] = g
         return out
 
+    def _buckets(self, lengths: list[int]) -> list[tuple[int, list[int]]]:
+        """(padded width, indices) groups: each index's width depends only on its own length."""
+        by_width: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            by_width.setdefault(max(1, -(-n // self.pad_multiple)) * self.pad_multiple, []).append(i)
+        return sorted(by_width.items())
+
+    def _left_pad(self, seqs: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for r, s in enumerate(seqs):
+            if s:
+                ids[r, width - len(s):] = torch.tensor(s)
+                attn[r, width - len(s):] = 1
+        return ids.to(self.device), attn.to(self.device)
+
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[str], sp: SamplingParams, seeds: list[int],
+    def _generate_batch(self, prompt_ids: list[list[int]], width: int, sp: SamplingParams, seeds: list[int],
                         top_logprobs: int = 0) -> list[list[Completion]]:
         tok, n = self.tokenizer, sp.n
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        attn = enc["attention_mask"]
+        input_ids, attn = self._left_pad(prompt_ids, width)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=enc["input_ids"], attention_mask=attn, position_ids=pos, use_cache=True)
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1, :]
         if n > 1:  # one prefill per prompt, shared by its n samples
             past.batch_repeat_interleave(n)
             logits = logits.repeat_interleave(n, 0)
             attn = attn.repeat_interleave(n, 0)
             pos = pos.repeat_interleave(n, 0)
-        rows = len(prompts) * n
+        rows = len(prompt_ids) * n
         row_seeds = torch.tensor([sample_seed(s, j) for s in seeds for j in range(n)], dtype=torch.int64)
-        budget = sp.max_new_tokens
-        if self.max_positions:
-            budget = min(budget, self.max_positions - enc["input_ids"].shape[1])
+        # each row's own token budget: the context left after its own prompt, never its batch-mates'
+        limits = [sp.max_new_tokens if not self.max_positions else
+                  max(0, min(sp.max_new_tokens, self.max_positions - len(x))) for x in prompt_ids for _ in range(n)]
+        budget = max(limits, default=0)
         eos = tok.eos_token_id
         gen: list[list[int]] = [[] for _ in range(rows)]
         lps: list[list[float]] = [[] for _ in range(rows)]
@@ -125,6 +155,9 @@ class TransformersBackend:
                 if finish[r] is not None:
                     continue
                 t = nxt_list[r]
+                if step >= limits[r]:
+                    finish[r] = "length"
+                    continue
                 if t == eos:
                     finish[r] = "stop"
                     continue
@@ -147,7 +180,7 @@ class TransformersBackend:
                              past_key_values=past, use_cache=True)
             past, logits = out.past_key_values, out.logits[:, -1, :]
         results: list[list[Completion]] = []
-        for i in range(len(prompts)):
+        for i in range(len(prompt_ids)):
             group = []
             for j in range(n):
                 r = i * n + j
@@ -171,27 +204,22 @@ class TransformersBackend:
         """Sum of log-probs of each continuation's tokens given its prompt."""
         if len(prompts) != len(continuations):
             raise ValueError("score: one continuation per prompt")
-        out: list[float] = []
         tok = self.tokenizer
-        for i in range(0, len(prompts), self.batch_size):
-            ps, cs = list(prompts[i:i + self.batch_size]), list(continuations[i:i + self.batch_size])
-            p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in ps]
-            c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in cs]
-            seqs = [a + b for a, b in zip(p_ids, c_ids)]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-            attn = torch.zeros_like(ids)
-            for r, s in enumerate(seqs):
-                ids[r, width - len(s):] = torch.tensor(s)
-                attn[r, width - len(s):] = 1
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
-                                position_ids=pos.to(self.device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            tgt = ids[:, 1:].to(self.device)
-            tok_lp = logp.gather(-1, tgt[..., None])[..., 0].cpu()
-            for r, c in enumerate(c_ids):
-                out.append(float(tok_lp[r, width - 1 - len(c):].sum()) if c else 0.0)
+        p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        seqs = [a + b for a, b in zip(p_ids, c_ids)]
+        out: list[float] = [0.0] * len(seqs)
+        for width, idx in self._buckets([len(s) for s in seqs]):
+            for i in range(0, len(idx), self.batch_size):
+                chunk = idx[i:i + self.batch_size]
+                ids, attn = self._left_pad([seqs[j] for j in chunk], width)
+                pos = (attn.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)
+                tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()
+                for r, j in enumerate(chunk):
+                    n_c = len(c_ids[j])
+                    out[j] = float(tok_lp[r, width - 1 - n_c:].sum()) if n_c else 0.0
         return out
 
 

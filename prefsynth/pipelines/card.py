@@ -36,6 +36,7 @@ VIEWS = {
     "critiques": ("data/pairs/critique", "critique pairs: a correct critique vs an incorrect one"),
     "responses": ("data/responses", "every sampled response with steps, answer, log-probs and self-certainty"),
     "prompts": ("data/prompts", "the prompts with reference answers and splits"),
+    "trees": ("data/trees", "MCTS search trees, one row per node: step, prior, visits, Q, V, reward, verified correctness"),
 }
 TRL_SNIPPET = '''from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -134,7 +135,7 @@ def build_card(out_dir: str, params_path: str = "params.yaml", metrics_dir: str 
     )
     policy_model = params.policy.model or params.bootstrap.model or "tiny arith policy (models/policy-0)"
     quality = {}
-    for name in ("labels", "selection", "evaluate", "bootstrap"):
+    for name in ("mcts", "labels", "selection", "evaluate", "bootstrap"):
         f = Path(metrics_dir) / f"{name}.json"
         if f.exists():
             quality[name] = {k: v for k, v in json.loads(f.read_text()).items() if k != "accounting"}

@@ -20,6 +20,7 @@ from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_table
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.generate import GenerateResponses, PolicyModelHandler
+from prefsynth.transforms.prompts import SelectPrompts
 
 STAGE = "generate"
 
@@ -33,18 +34,11 @@ def sampling_params(params: Params) -> SamplingParams:
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str, policy_name: str,
           iteration: int, out: dict[str, str]) -> None:
     g = params.generate
-    prompts = pipeline | "ReadPrompts" >> ReadDataset(prompts_path)
-    if g.split != "all":
-        prompts = prompts | "OfSplit" >> beam.Filter(lambda r, s: r["split"] == s, g.split)
-    if g.max_prompts:
-        first_ids = (
-            prompts
-            | "Ids" >> beam.Map(lambda r: r["prompt_id"])
-            | "FirstIds" >> beam.combiners.Top.Smallest(g.max_prompts)
-            | "AsSet" >> beam.Map(set)
-        )
-        prompts = prompts | "KeepFirst" >> beam.Filter(lambda r, ids: r["prompt_id"] in ids,
-                                                       beam.pvalue.AsSingleton(first_ids))
+    prompts = (
+        pipeline
+        | "ReadPrompts" >> ReadDataset(prompts_path)
+        | "Select" >> SelectPrompts(g.split, g.max_prompts)
+    )
     handler = PolicyModelHandler(params.policy, model, sampling_params(params), params.seed,
                                  g.truncate_long_prompts, STAGE)
     generated = prompts | "Generate" >> GenerateResponses(handler, policy_name, iteration, params.policy.backend)

@@ -30,7 +30,8 @@ def validation_frame(dataset: str, table: pa.Table) -> pd.DataFrame:
     if dataset == "pairs":
         df["chosen_differs"] = df["chosen"] != df["rejected"]
     if dataset == "tree_nodes":
-        df["step_chars"] = df["step_text"].str.len()
+        ids = set(df["node_id"])
+        df["parent_resolves"] = [pd.isna(p) or p in ids for p in df["parent_id"]]
     return df
 
 
@@ -72,8 +73,7 @@ def expectations(dataset: str, refs: dict[str, list] | None = None) -> list:
                 E.ExpectColumnValuesToBeInSet(column="steps_present", value_set=[True])]
     if dataset == "tree_nodes":
         return [*key("node_id"), *required("tree_id", "prompt_id"), *fk("prompt_id", "prompt_id"),
-                E.ExpectColumnValuesToBeInSet(column="parent_id", value_set=sorted(set(refs.get("node_id", []))))
-                if "node_id" in refs else E.ExpectColumnToExist(column="parent_id"),
+                E.ExpectColumnValuesToBeInSet(column="parent_resolves", value_set=[True]),
                 E.ExpectColumnValuesToBeBetween(column="depth", min_value=0),
                 E.ExpectColumnValuesToBeBetween(column="visits", min_value=0),
                 prob("prior")]

@@ -268,28 +268,14 @@ def corrupt_step(step: str, rng: random.Random) -> str:
 def self_eval_example(problem: ArithProblem, rng: random.Random) -> tuple[str, str]:
     """(prompt, completion) teaching the self-evaluation question: is the last step right?
 
-    The answer first recomputes the last step's operation, then says yes or no
-    (`OK? 192 no`): checking by recomputing is what this small model can learn, where a bare
-    yes/no after the step stays at chance (measured: AUROC 0.53 after the same training).
+    Half the shown steps are canonical, half corrupted (`corrupt_step`). Measured on the default
+    tiny policy: it learns the format but barely the judgement (held-out AUROC ~0.53). Asking it
+    to recompute the step before answering did not help (AUROC 0.505): it copies the shown
+    result instead of computing it.
     """
     steps = problem.solution_steps[:-1]
     k = rng.randrange(len(steps))
     prefix, last = steps[:k], steps[k]
-    shown = last if rng.random() < 0.5 else corrupt_step(last, rng)
-    return self_eval_prompt(problem.prompt, prefix + [shown]), self_eval_completion(shown, last)
-
-
-def recompute_step(step: str) -> str | None:
-    """The true value of a step line's own operation (`32*6=194` -> `192`)."""
-    m = _STEP_RE.match(step)
-    if not m:
-        return None
-    try:
-        return str(apply_op(int(m.group(1)), m.group(2), int(m.group(3))))
-    except ValueError:
-        return None
-
-
-def self_eval_completion(shown: str, canonical: str) -> str:
-    verdict = "yes" if _normalise(shown) == _normalise(canonical) else "no"
-    return f"{recompute_step(shown)} {verdict}\n"
+    if rng.random() < 0.5:
+        return self_eval_prompt(problem.prompt, prefix + [last]), "yes\n"
+    return self_eval_prompt(problem.prompt, prefix + [corrupt_step(last, rng)]), "no\n"

@@ -220,3 +220,28 @@ class _KeepFirst(beam.DoFn):
                                 raw_input=dup)
             else:
                 count_dropped("duplicate_problem")
+
+
+class SelectPrompts(beam.PTransform):
+    """Prompts of one split (or all), limited to the first `max_prompts` by id: a subset that is
+    the same whatever the runner."""
+
+    def __init__(self, split: str, max_prompts: int | None):
+        super().__init__()
+        if split not in (*SPLITS, "all"):
+            raise ValueError(f"params.yaml: split must be train, test or all, got {split!r}")
+        self.split, self.max_prompts = split, max_prompts
+
+    def expand(self, prompts):
+        if self.split != "all":
+            prompts = prompts | "OfSplit" >> beam.Filter(lambda r, s: r["split"] == s, self.split)
+        if self.max_prompts:
+            first_ids = (
+                prompts
+                | "Ids" >> beam.Map(lambda r: r["prompt_id"])
+                | "FirstIds" >> beam.combiners.Top.Smallest(self.max_prompts)
+                | "AsSet" >> beam.Map(set)
+            )
+            prompts = prompts | "KeepFirst" >> beam.Filter(lambda r, ids: r["prompt_id"] in ids,
+                                                           beam.pvalue.AsSingleton(first_ids))
+        return prompts

@@ -1,0 +1,102 @@
+"""MCTS inside Beam: a RunInference handler that searches a batch of trees together."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from prefsynth.config import PolicyConfig
+from prefsynth.tasks import arith, get_task
+from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
+from prefsynth.transforms.mcts import MCTSConfig, TaskHooks, new_tree, node_rows, search
+
+log = logging.getLogger("prefsynth")
+
+
+def task_hooks(task_name: str) -> TaskHooks:
+    task = get_task(task_name)
+    if task_name == arith.NAME:
+        def path_correct(prompt: str, steps: list[str]) -> bool | None:
+            v = arith.verify_solution(arith.parse_expression(prompt), steps)
+            return all(v.step_correct)
+        return TaskHooks(lambda s: s.startswith("A:"), arith.extract_answer, arith.answers_match, path_correct)
+    return TaskHooks(lambda s: "####" in s or s.lower().startswith("the answer is"), task.extract_answer,
+                     task.answers_match)
+
+
+def policy_p_true(backend, task_name: str):
+    """The policy's self-evaluation of the last step, as P(True)."""
+    from prefsynth.evaluation import arith_p_true
+
+    def p_true(prompts: Sequence[str], steps: Sequence[list[str]]) -> list[float]:
+        out = [0.5] * len(prompts)
+        # the arith policy was taught to check operation steps; answer lines are judged by the outcome
+        idx = [i for i, s in enumerate(steps) if not s[-1].startswith("A:")]
+        if task_name == arith.NAME:
+            probs = arith_p_true(backend, [arith.self_eval_prompt(prompts[i], steps[i]) for i in idx])
+        else:
+            ctx = [prompts[i] + "".join(x + "\n" for x in steps[i]) + "Is the last step correct? " for i in idx]
+            yes, no = backend.score(ctx, ["Yes"] * len(ctx)), backend.score(ctx, ["No"] * len(ctx))
+            import math
+            probs = [1 / (1 + math.exp(max(min(n - y, 700), -700))) for y, n in zip(yes, no)]
+        for i, p in zip(idx, probs):
+            out[i] = p
+        return out
+
+    return p_true
+
+
+class MCTSModelHandler(ModelHandler[list, PredictionResult, Any]):
+    def __init__(self, policy: PolicyConfig, model: str, cfg: MCTSConfig, seed: int, tag: str):
+        super().__init__()
+        self.policy, self.model, self.cfg, self.seed, self.tag = policy, model, cfg, seed, tag
+
+    def should_skip_batching(self) -> bool:
+        return True
+
+    def load_model(self):
+        from prefsynth.backends.factory import make_backend
+
+        return make_backend(self.policy, self.model)
+
+    def run_inference(self, batch: Sequence[dict], model, inference_args=None):
+        by_task: dict[str, list[dict]] = {}
+        for rec in batch:
+            by_task.setdefault(rec["task"], []).append(rec)
+        calls = beam.metrics.Metrics.counter(NAMESPACE, "model_calls")
+        results = []
+        for task_name, recs in by_task.items():
+            trees = [new_tree(r["prompt_id"], r["prompt"], r["reference_answer"], self.tag) for r in recs]
+            search(trees, model, policy_p_true(model, task_name), task_hooks(task_name), self.cfg, self.seed,
+                   on_call=lambda kind, n: calls.inc())
+            for rec, tree in zip(recs, trees):
+                rows = node_rows(tree, self.cfg.gamma)
+                beam.metrics.Metrics.counter(NAMESPACE, "nodes").inc(len(rows))
+                results.append(PredictionResult(rec, rows))
+        log.info("[mcts] searched %d trees", len(results))
+        return results
+
+
+class SearchTrees(beam.PTransform):
+    """Prompt records -> tree_nodes rows."""
+
+    def __init__(self, handler: MCTSModelHandler, trees_per_batch: int):
+        super().__init__()
+        self.handler, self.trees_per_batch = handler, trees_per_batch
+
+    def expand(self, prompts):
+        from apache_beam.ml.inference.base import RunInference
+
+        def rows(result: PredictionResult):
+            beam.metrics.Metrics.counter(NAMESPACE, "in").inc()
+            yield from result.inference
+
+        return (
+            prompts
+            | "Batch" >> DeterministicBatches(self.trees_per_batch)
+            | "Search" >> RunInference(self.handler)
+            | "Rows" >> beam.FlatMap(rows)
+        )
