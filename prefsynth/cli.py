@@ -12,6 +12,7 @@ STAGES = {
     "bootstrap": "prefsynth.pipelines.bootstrap",
     "generate": "prefsynth.pipelines.generate",
     "mcts": "prefsynth.pipelines.mcts",
+    "label": "prefsynth.pipelines.label",
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
 }

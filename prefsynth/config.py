@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from prefsynth.tasks.arith import ArithConfig
+from prefsynth.transforms.mc_labels import MCLabelConfig
 from prefsynth.transforms.mcts import MCTSConfig
 
 
@@ -117,6 +118,16 @@ class MCTSStageConfig:
 
 
 @dataclass
+class LabelConfig:
+    max_responses: int | None = _f(600, "Label the first N responses (by id); null: all.")
+    methods: list = _f(["binary", "every"], "MC step labelers: binary (OmegaPRM search), every (Math-Shepherd).")
+    responses_per_batch: int = _f(64, "Responses whose rollouts share model calls.")
+    num_shards: int = _f(2, "Parquet files written for data/labels.")
+    mc: MCLabelConfig = field(default_factory=MCLabelConfig,
+                              metadata={"help": "Monte-Carlo rollout settings (transforms/mc_labels.py)."})
+
+
+@dataclass
 class CardConfig:
     license: str = _f("cc-by-4.0", "License of the published dataset (a Hub license id).")
     language: list = _f(["en"], "Languages of the text.")
@@ -137,6 +148,7 @@ class Params:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     mcts: MCTSStageConfig = field(default_factory=MCTSStageConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
     card: CardConfig = field(default_factory=CardConfig)
 
 

@@ -118,3 +118,33 @@ class FailingServer:
 def write_params(path: Path, data: dict) -> str:
     path.write_text(json.dumps(data))
     return str(path)
+
+
+class ExactArithPolicy:
+    """A rule-based arith 'policy' for the backend protocol: it continues any prefix correctly
+    from the value the prefix reached (so a wrong step stays wrong, as in real solutions).
+    Exact and deterministic, which makes MC-label search logic checkable by hand."""
+
+    name = "exact-arith"
+
+    def generate(self, prompts, sampling, seeds=None):
+        from prefsynth.backends.base import Completion
+        from prefsynth.tasks import arith
+
+        out = []
+        for p in prompts:
+            head, _, body = p.partition("\n")
+            problem = arith.parse_expression(head)
+            done = [s for s in body.split("\n") if s.strip()]
+            cur = problem.first if not done else int(done[-1].split("=")[-1])
+            lines = []
+            for op, b in list(zip(problem.ops, problem.operands))[len(done):]:
+                nxt = arith.apply_op(cur, op, b)
+                lines.append(f"{cur}{op}{b}={nxt}")
+                cur = nxt
+            text = "".join(s + "\n" for s in lines) + f"A: {cur}\n"
+            out.append([Completion(text, [0] * len(text), [-0.1] * len(text), "stop") for _ in range(sampling.n)])
+        return out
+
+    def score(self, prompts, continuations):
+        return [0.0 for _ in prompts]

@@ -36,6 +36,7 @@ VIEWS = {
     "critiques": ("data/pairs/critique", "critique pairs: a correct critique vs an incorrect one"),
     "responses": ("data/responses", "every sampled response with steps, answer, log-probs and self-certainty"),
     "prompts": ("data/prompts", "the prompts with reference answers and splits"),
+    "step_labels": ("data/labels", "step and response labels: exact verifier, Monte-Carlo rollouts (Math-Shepherd, OmegaPRM)"),
     "trees": ("data/trees", "MCTS search trees, one row per node: step, prior, visits, Q, V, reward, verified correctness"),
 }
 TRL_SNIPPET = '''from datasets import load_dataset
