@@ -71,17 +71,19 @@ def main() -> None:
     del backend
 
     rows = [("plain loop", loop_s, tokens, loop_tps)]
-    for workers in (1, 2):
+    # 2 workers on a 2-core machine: one torch thread each, or they fight over the cores
+    for workers, threads in ((1, 2), (2, 1), (2, 2)):
         cfg["beam"] = {"direct_num_workers": workers}
+        cfg["policy"]["torch_threads"] = threads
         pfile.write_text(json.dumps(cfg))
-        out = work / f"w{workers}"
+        out = work / f"w{workers}t{threads}"
         t0 = time.perf_counter()
         generate.main(["--params", str(pfile), "--prompts", str(work / "prompts"), "--policy", policy,
                        "--out", str(out / "responses"), "--dead", str(out / "dead"), "--metrics", str(out / "m.json"),
                        "--reports", str(out / "reports")])
         wall = time.perf_counter() - t0
         m = json.loads((out / "m.json").read_text())
-        rows.append((f"generate stage, {workers} worker{'s' if workers > 1 else ''}", wall, m["tokens"],
+        rows.append((f"stage, {workers} worker{'s' if workers > 1 else ''} x {threads} thr", wall, m["tokens"],
                      m["tokens"] / wall))
     print(f"\n{len(recs)} prompts x {args.n} samples, max_new_tokens={args.max_new_tokens}, policy={policy}")
     print(f"{'run':<28}{'seconds':>9}{'tokens':>10}{'tokens/s':>11}{'vs loop':>9}")

@@ -59,6 +59,12 @@ def validate_table(table: pa.Table, dataset: str, stage: str, refs: dict | None 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     df = validation_frame(dataset, table)
     ctx = gx.get_context(mode="ephemeral")
+    try:  # no progress bars in stage logs
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    except (ImportError, AttributeError):
+        pass
     docs_dir = None
     if reports_dir:
         docs_dir = os.path.abspath(os.path.join(reports_dir, "gx", stage))
