@@ -118,3 +118,13 @@ def test_mcts_stage_on_the_embedded_world(tmp_path):
     assert m["accounting"]["n_in"] == 8 and m["accounting"]["n_out"] == 8 and m["accounting"]["balanced"]
     assert m["trees"] == 8 and m["nodes"] > 8
     assert 0.0 <= m["trees_with_correct_terminal"] <= 1.0
+    # two workers: the stage fixes each batch's trees, so the bytes are the same
+    params2 = write_params(tmp_path / "p2.json", {**json.loads(open(params).read()), "beam": {"direct_num_workers": 2}})
+    mcts.main(["--params", params2, "--reports", str(tmp_path / "reports"), "--prompts", str(tmp_path / "prompts"),
+               "--policy", policy, "--responses", str(tmp_path / "none"), "--out", str(tmp_path / "trees2"),
+               "--dead", str(tmp_path / "dead2"), "--metrics", str(tmp_path / "m2.json")])
+    from pathlib import Path
+
+    from prefsynth.schemas.io import dataset_files
+    assert [Path(f).read_bytes() for f in dataset_files(str(tmp_path / "trees"))] == \
+           [Path(f).read_bytes() for f in dataset_files(str(tmp_path / "trees2"))]
