@@ -109,3 +109,23 @@ def test_unbalanced_books_fail_loudly():
 def test_unknown_param_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['n_promts'\] in 'prompts'"):
         load_params(_params(tmp_path, prompts={"n_promts": 3}))
+
+
+def test_empty_file_and_huge_record(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    out, metrics = _run(tmp_path, _params(tmp_path, prompts={"source": "jsonl", "path": str(empty), "task": "gsm8k"}),
+                        "empty")
+    acc = metrics["accounting"]
+    assert acc["n_in"] == 0 and acc["n_out"] == 0 and acc["balanced"]
+    assert read_records(str(out / "prompts")) == []
+
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text(json.dumps({"question": "y" * 3_000_000, "answer": "#### 1"}) + "\n" +
+                    json.dumps({"question": "small", "answer": "#### 2"}) + "\n")
+    out, metrics = _run(tmp_path, _params(tmp_path, prompts={"source": "jsonl", "path": str(huge), "task": "gsm8k"}),
+                        "huge")
+    assert metrics["accounting"]["dead"] == {"too_long": 1} and metrics["accounting"]["n_out"] == 1
+    (dead,) = read_records(str(out / "dead"))
+    assert "huge.jsonl:1" in dead["message"] and "3000000 chars" in dead["message"]
+    assert len(dead["raw_input"]) < 25_000  # the raw record is kept, clipped
