@@ -105,6 +105,7 @@ class GenerateConfig:
     truncate_long_prompts: bool = _f(False, "Prompts too long for the context: false sends them to dead letters, "
                                      "true keeps their last tokens and marks truncated_prompt.")
     num_shards: int = _f(2, "Parquet files written for data/responses.")
+    resume: bool = _f(True, "Keep finished batches in <out>.resume/ so a crashed run resumes where it stopped.")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_table
 from prefsynth.transforms.deadletters import DEAD
+from prefsynth.transforms.checkpoints import BatchCheckpoints
 from prefsynth.transforms.generate import GenerateResponses, PolicyModelHandler
 from prefsynth.transforms.prompts import SelectPrompts
 
@@ -32,7 +33,7 @@ def sampling_params(params: Params) -> SamplingParams:
 
 
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str, policy_name: str,
-          iteration: int, out: dict[str, str]) -> None:
+          iteration: int, out: dict[str, str], resume_dir: str | None = None) -> None:
     g = params.generate
     prompts = (
         pipeline
@@ -40,7 +41,7 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str
         | "Select" >> SelectPrompts(g.split, g.max_prompts)
     )
     handler = PolicyModelHandler(params.policy, model, sampling_params(params), params.seed,
-                                 g.truncate_long_prompts, STAGE)
+                                 g.truncate_long_prompts, STAGE, resume_dir)
     generated = prompts | "Generate" >> GenerateResponses(handler, policy_name, iteration, params.policy.backend)
     generated.responses | "WriteResponses" >> WriteDataset(out["responses"], "responses", STAGE, g.num_shards)
     generated[DEAD] | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
@@ -60,15 +61,20 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     model = resolve_model(args.policy, params.policy)
     policy_name = args.policy.rstrip("/").rsplit("/", 1)[-1]
+    # finished batches are kept here until the output is committed: a re-run after a crash
+    # (kill -9, preemption) recomputes only the batches that had not finished
+    checkpoints = BatchCheckpoints(args.out.rstrip("/") + ".resume" if params.generate.resume else None)
     account = run_stage(
         STAGE, params.beam,
         {"responses": Output(args.out, "responses"), "dead": Output(args.dead, "dead_letters")},
         "responses", "dead",
-        lambda p, out: build(p, params, args.prompts, model, policy_name, args.iteration, out),
+        lambda p, out: build(p, params, args.prompts, model, policy_name, args.iteration, out,
+                             checkpoints.directory),
         count_out=functools.partial(count_distinct, column="prompt_id"),
         refs={"prompt_id": read_table(args.prompts).column("prompt_id").to_pylist()},
         reports_dir=args.reports,
     )
+    checkpoints.clear()
     table = read_table(args.out)
     n_tokens = sum(table.column("n_tokens").to_pylist())
     finish = collections.Counter(table.column("finish_reason").to_pylist())
@@ -79,4 +85,6 @@ def main(argv: list[str] | None = None) -> None:
         "tokens_per_s": round(n_tokens / account.wall_s, 1) if account.wall_s else None,
         "finish_reasons": dict(sorted(finish.items())),
         "truncated_prompts": sum(bool(x) for x in table.column("truncated_prompt").to_pylist()),
+        "batches": {"computed": account.counters.get("computed_batches", 0),
+                    "resumed": account.counters.get("resumed_batches", 0)},
     })

@@ -41,6 +41,7 @@ class Account:
     dropped: dict[str, int] = field(default_factory=dict)
     dead: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)  # every Beam counter of the stage
 
     @property
     def n_dropped(self) -> int:
@@ -165,6 +166,7 @@ def run_stage(
         dropped={k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dropped.") and v},
         dead={k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dead.") and v},
         wall_s=time.perf_counter() - start,
+        counters=dict(sorted(c.items())),
     )
     n_dead_rows = count_rows(staging[dead_name])
     if n_dead_rows != account.n_dead:

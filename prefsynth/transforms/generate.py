@@ -20,6 +20,7 @@ from prefsynth.backends.openai_backend import GenerationFailure
 from prefsynth.config import PolicyConfig
 from prefsynth.ids import content_id, seed_for
 from prefsynth.tasks import get_task
+from prefsynth.transforms.checkpoints import BatchCheckpoints
 from prefsynth.transforms.deadletters import DEAD, count_in, emit_dead
 
 log = logging.getLogger("prefsynth")
@@ -96,10 +97,11 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
     """RunInference handler: prompt records in, (record, completions | failure) out."""
 
     def __init__(self, policy: PolicyConfig, model: str, sampling: SamplingParams, seed: int,
-                 truncate_long_prompts: bool = False, stage: str = "generate"):
+                 truncate_long_prompts: bool = False, stage: str = "generate", resume_dir: str | None = None):
         super().__init__()
         self.policy, self.model, self.sampling, self.seed = policy, model, sampling, seed
         self.truncate, self.stage = truncate_long_prompts, stage
+        self.checkpoints = BatchCheckpoints(resume_dir)
         self._progress: _Progress | None = None
 
     def should_skip_batching(self) -> bool:
@@ -114,6 +116,14 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
     def run_inference(self, batch: Sequence[dict], model, inference_args=None) -> Iterable[PredictionResult]:
         if self._progress is None:
             self._progress = _Progress(self.stage)
+        key = self.checkpoints.key([r["prompt_id"] for r in batch])
+        saved = self.checkpoints.load(key)
+        if saved is not None:  # finished before a crash: reuse, do not call the model again
+            beam.metrics.Metrics.counter(NAMESPACE, "resumed_batches").inc()
+            results, cut = saved
+            return [PredictionResult(example={**rec, "_truncated": t}, inference=res)
+                    for rec, res, t in zip(batch, results, cut)]
+        beam.metrics.Metrics.counter(NAMESPACE, "computed_batches").inc()
         tokenizer = getattr(model, "tokenizer", None)
         max_positions = getattr(model, "max_positions", None)
         results: list[Any] = [None] * len(batch)
@@ -143,8 +153,10 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
             sum(isinstance(r, GenerationFailure) for r in results))
         beam.metrics.Metrics.counter(NAMESPACE, "generated_tokens").inc(n_tokens)
         self._progress.add(len(batch), n_samples, n_tokens)
-        return [PredictionResult(example={**rec, "_truncated": truncated.get(i, False)}, inference=res)
-                for i, (rec, res) in enumerate(zip(batch, results))]
+        cut = [truncated.get(i, False) for i in range(len(batch))]
+        self.checkpoints.save(key, results, cut)
+        return [PredictionResult(example={**rec, "_truncated": t}, inference=res)
+                for rec, res, t in zip(batch, results, cut)]
 
     def get_metrics_namespace(self) -> str:
         return f"{NAMESPACE}.{self.stage}.inference"
