@@ -33,6 +33,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    """Poll `url` until it answers 200; fail early if `proc` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{what} did not answer {url} in {timeout:.0f} s")
+
+
 class ServeProcess:
     """`prefsynth serve` in its own process: a real OpenAI-compatible server on loopback."""
 
@@ -43,18 +58,11 @@ class ServeProcess:
             [sys.executable, "-m", "prefsynth", "serve", "--model", model, "--port", str(self.port),
              "--served-model-name", name],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        self.close()
-        raise RuntimeError("server did not start in 120 s")
+        try:
+            wait_for_http(f"{self.base_url}/models", self.proc, 120, "prefsynth serve")
+        except RuntimeError:
+            self.close()
+            raise
 
     @property
     def base_url(self) -> str:

