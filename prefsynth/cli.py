@@ -13,6 +13,7 @@ STAGES = {
     "generate": "prefsynth.pipelines.generate",
     "mcts": "prefsynth.pipelines.mcts",
     "label": "prefsynth.pipelines.label",
+    "pairs": "prefsynth.pipelines.pairs",
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
 }

@@ -120,12 +120,24 @@ class MCTSStageConfig:
 
 @dataclass
 class LabelConfig:
-    max_responses: int | None = _f(600, "Label the first N responses (by id); null: all.")
+    mc_max_responses: int | None = _f(600, "Monte-Carlo labels for the first N responses (by id); null: all. "
+                                      "Verifier labels cover every response.")
     methods: list = _f(["binary", "every"], "MC step labelers: binary (OmegaPRM search), every (Math-Shepherd).")
     responses_per_batch: int = _f(64, "Responses whose rollouts share model calls.")
     num_shards: int = _f(2, "Parquet files written for data/labels.")
     mc: MCLabelConfig = field(default_factory=MCLabelConfig,
                               metadata={"help": "Monte-Carlo rollout settings (transforms/mc_labels.py)."})
+
+
+@dataclass
+class PairsConfig:
+    response_labeler: str = _f("verifier", "Labeler (prefix) whose response scores rank responses.")
+    max_response_pairs: int = _f(2, "Response-level pairs per prompt at most (best vs worst first).")
+    min_margin: float = _f(0.5, "Smallest score gap for a response-level pair.")
+    min_q_gap: float = _f(0.1, "Smallest Q gap between MCTS siblings for a step-level pair.")
+    step_dpo: bool = _f(True, "Step-DPO pairs at each response's first wrong step (tasks with exact steps).")
+    max_step_dpo_per_prompt: int = _f(4, "Responses per prompt that give Step-DPO pairs.")
+    num_shards: int = _f(1, "Parquet files per pair view.")
 
 
 @dataclass
@@ -150,6 +162,7 @@ class Params:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     mcts: MCTSStageConfig = field(default_factory=MCTSStageConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
     card: CardConfig = field(default_factory=CardConfig)
 
 

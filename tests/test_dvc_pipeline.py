@@ -14,7 +14,7 @@ SMALL = {
     "bootstrap": {"max_steps": 20, "batch_size": 16, "eval_prompts": 40, "eval_sample_prompts": 10,
                   "eval_samples": 4},
     "generate": {"max_prompts": 30, "n": 2, "max_new_tokens": 40},
-    "label": {"max_responses": 12, "responses_per_batch": 6, "mc": {"rollouts": 2, "max_new_tokens": 24}},
+    "label": {"mc_max_responses": 12, "responses_per_batch": 6, "mc": {"rollouts": 2, "max_new_tokens": 24}},
     "mcts": {"max_prompts": 8, "trees_per_batch": 4, "search": {"iterations": 3, "breadth": 2}},
 }
 IGNORE = shutil.ignore_patterns(".venv", ".git", "data", "models", "metrics", "reports", "__pycache__",

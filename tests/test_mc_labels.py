@@ -89,7 +89,7 @@ def test_label_stage_on_the_embedded_world(tmp_path):
     params = write_params(tmp_path / "p.json", {
         "seed": 4, "prompts": {"n_prompts": 40},
         "generate": {"n": 2, "max_new_tokens": 30, "split": "all", "max_prompts": 6},
-        "label": {"max_responses": 10, "responses_per_batch": 4, "mc": {"rollouts": 2, "max_new_tokens": 20}}})
+        "label": {"mc_max_responses": 10, "responses_per_batch": 4, "mc": {"rollouts": 2, "max_new_tokens": 20}}})
     c = ["--params", params, "--reports", str(tmp_path / "reports")]
     prompts.main([*c, "--out", str(tmp_path / "prompts"), "--dead", str(tmp_path / "pd"), "--metrics", str(tmp_path / "pm.json")])
     generate.main([*c, "--prompts", str(tmp_path / "prompts"), "--policy", policy, "--out", str(tmp_path / "resp"),
@@ -97,6 +97,7 @@ def test_label_stage_on_the_embedded_world(tmp_path):
     label.main([*c, "--prompts", str(tmp_path / "prompts"), "--responses", str(tmp_path / "resp"), "--policy", policy,
                 "--out", str(tmp_path / "labels"), "--dead", str(tmp_path / "ld"), "--metrics", str(tmp_path / "m.json")])
     m = json.loads((tmp_path / "m.json").read_text())
-    assert m["accounting"]["n_in"] == 10 and m["accounting"]["balanced"]
-    assert m["labels_by_labeler"]["verifier_arith"] >= 10
+    assert m["accounting"]["n_in"] == 12 and m["accounting"]["balanced"]  # every response is verified
+    assert m["labels_by_labeler"]["verifier_arith"] >= 12
+    assert sum(m["mc_first_error"][k]["responses"] for k in m["mc_first_error"]) <= 2 * 10  # rollouts: first 10
     assert set(m["mc_first_error"]) <= {"binary", "every"}

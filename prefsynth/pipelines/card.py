@@ -29,8 +29,9 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "schemas" / "card_template.md"
 
 # view name -> (data path, what it is for); only views whose data exists are published
 VIEWS = {
+    "step_pairs": ("data/pairs/step", "step-level pairs `{prompt, chosen, rejected}`: MCTS siblings (highest vs "
+                   "lowest Q) and Step-DPO first-error pairs"),
     "pairs": ("data/pairs/response", "response-level preference pairs `{prompt, chosen, rejected}` for DPO/IPO"),
-    "step_pairs": ("data/pairs/step", "step-level pairs (MCTS siblings, Step-DPO first-error pairs)"),
     "kto": ("data/pairs/kto", "unpaired `{prompt, completion, label}` for KTO"),
     "prm": ("data/pairs/prm", "stepwise `{prompt, completions, labels}` for PRM training"),
     "critiques": ("data/pairs/critique", "critique pairs: a correct critique vs an incorrect one"),
@@ -80,6 +81,7 @@ def lineage(lock_path: str = "dvc.lock") -> list[dict]:
 
 
 STAGE_ORDER = ["prompts", "bootstrap", "generate", "mcts", "label", "filter", "prune", "pairs", "train", "evaluate"]
+QUALITY = ("mcts", "labels", "pairs", "selection", "evaluate", "bootstrap")
 
 
 def stage_summaries(metrics_dir: str = "metrics") -> list[dict]:
@@ -136,7 +138,7 @@ def build_card(out_dir: str, params_path: str = "params.yaml", metrics_dir: str 
     )
     policy_model = params.policy.model or params.bootstrap.model or "tiny arith policy (models/policy-0)"
     quality = {}
-    for name in ("mcts", "labels", "selection", "evaluate", "bootstrap"):
+    for name in QUALITY:
         f = Path(metrics_dir) / f"{name}.json"
         if f.exists():
             quality[name] = {k: v for k, v in json.loads(f.read_text()).items() if k != "accounting"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 
 import apache_beam as beam
 
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         "responses", "dead",
         lambda p, out: build(p, params, args.prompts, model, policy_name, args.iteration, out,
                              checkpoints.directory),
-        count_out=functools.partial(count_distinct, column="prompt_id"),
+        count_out=lambda staged: count_distinct(staged["responses"], "prompt_id"),
         refs={"prompt_id": read_table(args.prompts).column("prompt_id").to_pylist()},
         reports_dir=args.reports,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 
 import apache_beam as beam
 
@@ -41,10 +40,6 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
     cfg = params.label
     prompts = pipeline | "ReadPrompts" >> ReadDataset(prompts_path) | "KeyP" >> beam.Map(lambda r: (r["prompt_id"], r))
     responses = pipeline | "ReadResponses" >> ReadDataset(responses_path)
-    if cfg.max_responses:
-        first = (responses | "Ids" >> beam.Map(lambda r: r["response_id"])
-                 | "First" >> beam.combiners.Top.Smallest(cfg.max_responses) | "Set" >> beam.Map(set))
-        responses = responses | "Keep" >> beam.Filter(lambda r, ids: r["response_id"] in ids, beam.pvalue.AsSingleton(first))
     joined = (
         {"prompts": prompts, "responses": responses | "KeyR" >> beam.Map(lambda r: (r["prompt_id"], r))}
         | "Join" >> beam.CoGroupByKey()
@@ -60,8 +55,14 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
     joined = joined | "CountIn" >> beam.Map(count_in)
     verified = joined | "Verify" >> beam.FlatMapTuple(verifier_rows)
     handler = MCLabelHandler(params.policy, model, cfg.mc, cfg.methods, params.seed)
+    to_roll = joined
+    if cfg.mc_max_responses:  # rollouts are costly: only the first N responses by id
+        first = (joined | "Ids" >> beam.MapTuple(lambda resp, _: resp["response_id"])
+                 | "First" >> beam.combiners.Top.Smallest(cfg.mc_max_responses) | "Set" >> beam.Map(set))
+        to_roll = joined | "KeepFirst" >> beam.Filter(lambda pair, ids: pair[0]["response_id"] in ids,
+                                                     beam.pvalue.AsSingleton(first))
     mc = (
-        joined
+        to_roll
         | "AsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"], "pair": (resp, prompt)})
         | "Batch" >> DeterministicBatches(cfg.responses_per_batch, key="response_id")
         | "Unwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     account = run_stage(
         STAGE, params.beam, {"labels": Output(args.out, "labels"), "dead": Output(args.dead, "dead_letters")},
         "labels", "dead", lambda p, out: build(p, params, args.prompts, args.responses, model, out),
-        count_out=functools.partial(count_distinct, column="target_id"),
+        count_out=lambda staged: count_distinct(staged["labels"], "target_id"),
         reports_dir=args.reports,
     )
     labels = read_records(args.out)

@@ -8,7 +8,6 @@ with the policy's single samples, and Q of correct steps with Q of wrong ones.
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     account = run_stage(
         STAGE, params.beam, {"trees": Output(args.out, "tree_nodes"), "dead": Output(args.dead, "dead_letters")},
         "trees", "dead", lambda p, out: build(p, params, args.prompts, model, tag, out),
-        count_out=functools.partial(count_distinct, column="prompt_id"),
+        count_out=lambda staged: count_distinct(staged["trees"], "prompt_id"),
         refs={"prompt_id": prompts_table.column("prompt_id").to_pylist()},
         reports_dir=args.reports,
     )

@@ -132,7 +132,7 @@ def run_stage(
     out_name: str,
     dead_name: str,
     build: Callable[[beam.Pipeline, dict[str, str]], None],
-    count_out: Callable[[str], int] = count_rows,
+    count_out: Callable[[dict[str, str]], int] | None = None,
     refs: dict[str, list] | None = None,
     reports_dir: str | None = "reports",
 ) -> Account:
@@ -140,8 +140,8 @@ def run_stage(
 
     `outputs` maps output names to their final path and dataset; `build(pipeline, staging_paths)`
     adds the transforms; `out_name` is the output whose rows are the stage's `out`, `dead_name`
-    the dead-letter output; `count_out` counts the output in the unit of the input (e.g.
-    distinct prompts for a stage that writes several rows per prompt); `refs` are the ids of
+    the dead-letter output; `count_out(staging_paths)` counts the output in the unit of the input
+    (e.g. distinct prompts for a stage that writes several rows per prompt); `refs` are the ids of
     other datasets for foreign-key expectations. Raises AccountingError or ValidationFailed
     (and commits nothing) when the books do not balance or an expectation fails.
     """
@@ -162,7 +162,7 @@ def run_stage(
     account = Account(
         stage=stage,
         n_in=c.get("in", 0),
-        n_out=count_out(staging[out_name]),
+        n_out=count_out(staging) if count_out else count_rows(staging[out_name]),
         dropped={k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dropped.") and v},
         dead={k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dead.") and v},
         wall_s=time.perf_counter() - start,

@@ -1,0 +1,110 @@
+"""Preference pairs in TRL's format (`prompt`, `chosen`, `rejected`), from three sources. Pure.
+
+- response level: per prompt, the best vs the worst response by label (verifier correctness,
+  ties broken by mean log-prob), every pair above a margin, capped per prompt;
+- step level from MCTS trees (MCTS-DPO): among the children of an expanded node, the highest-Q
+  step vs the lowest-Q step; the prompt is the question plus the shared prefix of steps;
+- Step-DPO: the prompt is the question plus the correct steps before a response's first wrong
+  step, chosen = the verified correct next step, rejected = the wrong step.
+
+Every pair says why it was kept (`kept_reason`) and where its label came from (`label_source`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+from prefsynth.ids import content_id
+
+
+def _pair(prompt_id: str, level: str, prompt: str, chosen: str, rejected: str, chosen_id, rejected_id,
+          chosen_score: float, rejected_score: float, source: str, reason: str, weight: float = 1.0) -> dict:
+    return {
+        "pair_id": content_id(prompt_id, level, prompt, chosen, rejected),
+        "prompt_id": prompt_id, "level": level, "prompt": prompt, "chosen": chosen, "rejected": rejected,
+        "chosen_id": chosen_id, "rejected_id": rejected_id, "chosen_score": chosen_score,
+        "rejected_score": rejected_score, "margin": chosen_score - rejected_score,
+        "uncertainty_mean": None, "uncertainty_var": None, "uncertainty_bald": None,
+        "weight": weight, "label_source": source, "kept_reason": reason,
+    }
+
+
+def response_pairs(prompt: dict, responses: Sequence[dict], scores: dict[str, float], max_pairs: int,
+                   min_margin: float, source: str) -> list[dict]:
+    """Best-vs-worst first, then the next most separated pairs, up to `max_pairs` per prompt."""
+    scored = [(scores[r["response_id"]], r.get("mean_logprob") or 0.0, r) for r in responses
+              if r["response_id"] in scores and r["text"].strip()]
+    ranked = sorted(scored, key=lambda t: (-t[0], -t[1], t[2]["response_id"]))
+    candidates = []
+    for (s_a, lp_a, a), (s_b, lp_b, b) in itertools.combinations(ranked, 2):
+        if s_a - s_b >= min_margin and a["text"] != b["text"]:
+            candidates.append((s_a - s_b, lp_a - lp_b, a, b, s_a, s_b))
+    candidates.sort(key=lambda t: (-t[0], -t[1], t[2]["response_id"], t[3]["response_id"]))
+    out, seen = [], set()
+    for margin, _, a, b, s_a, s_b in candidates:
+        if len(out) == max_pairs:
+            break
+        if (a["text"], b["text"]) in seen:
+            continue
+        seen.add((a["text"], b["text"]))
+        out.append(_pair(prompt["prompt_id"], "response", prompt["prompt"], a["text"], b["text"],
+                         a["response_id"], b["response_id"], s_a, s_b, source,
+                         "best vs worst" if not out else f"margin {margin:g} >= {min_margin:g}"))
+    return out
+
+
+def tree_step_pairs(prompt: dict, nodes: Sequence[dict], min_q_gap: float, step_end: str = "\n") -> list[dict]:
+    """MCTS-DPO: at every expanded node, the highest-Q visited child vs the lowest-Q one."""
+    by_id = {n["node_id"]: n for n in nodes}
+    children: dict[str, list[dict]] = {}
+    for n in nodes:
+        if n["parent_id"] is not None:
+            children.setdefault(n["parent_id"], []).append(n)
+
+    def prefix(node) -> list[str]:
+        steps = []
+        while node is not None and node["parent_id"] is not None:
+            steps.append(node["step_text"])
+            node = by_id.get(node["parent_id"])
+        return steps[::-1]
+
+    out = []
+    for parent_id, kids in sorted(children.items()):
+        visited = sorted((k for k in kids if k["visits"] > 0), key=lambda k: (-k["q"], k["node_id"]))
+        if len(visited) < 2:
+            continue
+        best, worst = visited[0], visited[-1]
+        if best["q"] - worst["q"] < min_q_gap or best["step_text"] == worst["step_text"]:
+            continue
+        context = prompt["prompt"] + "".join(s + step_end for s in prefix(by_id[parent_id]))
+        # cDPO-style confidence from the visit counts: a pair seen more often is trusted more
+        weight = min(best["visits"], worst["visits"]) / max(best["visits"], worst["visits"])
+        out.append(_pair(prompt["prompt_id"], "step", context, best["step_text"] + step_end,
+                         worst["step_text"] + step_end, best["node_id"], worst["node_id"], best["q"], worst["q"],
+                         "mcts_q", f"highest vs lowest Q among {len(visited)} visited siblings", weight))
+    return out
+
+
+def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], expected_steps: Sequence[str],
+                   step_end: str = "\n") -> list[dict]:
+    """Step-DPO: at a response's first wrong step, the verified correct step vs the wrong one."""
+    steps = list(response["steps"])
+    first_wrong = next((i for i, ok in enumerate(step_correct) if not ok), None)
+    if first_wrong is None or first_wrong >= len(expected_steps) or first_wrong >= len(steps):
+        return []
+    context = prompt["prompt"] + "".join(s + step_end for s in steps[:first_wrong])
+    return [_pair(prompt["prompt_id"], "step", context, expected_steps[first_wrong] + step_end,
+                  steps[first_wrong] + step_end, None, response["response_id"], 1.0, 0.0,
+                  "verifier_arith", f"Step-DPO: first wrong step {first_wrong}")]
+
+
+def dedupe(pairs: Sequence[dict]) -> list[dict]:
+    """One pair per pair_id (content hash), never chosen == rejected."""
+    out, seen = [], set()
+    for p in sorted(pairs, key=lambda p: p["pair_id"]):
+        if p["pair_id"] in seen or p["chosen"] == p["rejected"]:
+            continue
+        seen.add(p["pair_id"])
+        out.append(p)
+    return out
