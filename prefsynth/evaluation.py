@@ -22,7 +22,7 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
         return None
     ranked = sorted((s, y) for s, y in zip(scores, labels))
     # average ranks over ties
-    ranks, i = {}, 0
+    i = 0
     rank_sum_pos = 0.0
     while i < len(ranked):
         j = i

@@ -2,7 +2,6 @@
 against a real server process."""
 
 import math
-import os
 
 import pytest
 import torch

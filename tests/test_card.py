@@ -2,10 +2,8 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
@@ -16,7 +14,7 @@ from huggingface_hub import DatasetCard
 from prefsynth.pipelines import generate, prompts
 from prefsynth.schemas import SCHEMAS
 
-from helpers import tiny_random_policy, write_params
+from helpers import tiny_random_policy
 
 TOKEN = "hf_prefsynthTestToken0123456789abcdef"
 

@@ -15,7 +15,7 @@ import apache_beam as beam
 
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
-from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_records, read_table
+from prefsynth.schemas.io import ReadDataset, WriteDataset, read_records, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import count_dropped, count_in
 from prefsynth.transforms.pairs import dedupe, response_pairs, step_dpo_pairs, tree_step_pairs
