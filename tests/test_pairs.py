@@ -3,7 +3,7 @@
 import pytest
 
 from prefsynth.tasks import arith
-from prefsynth.transforms.pairs import dedupe, response_pairs, step_dpo_pairs, tree_step_pairs
+from prefsynth.transforms.pairs import dedupe, kto_rows, prm_row, response_pairs, step_dpo_pairs, tree_step_pairs
 
 PROMPT = {"prompt_id": "p", "prompt": "Q: (20-3-8)*4=?\n", "task": "arith"}
 
@@ -55,6 +55,16 @@ def test_step_dpo_pair_at_the_known_first_error():
     ok = _r("y", "20-3=17\n17-8=9\n9*4=36\nA: 36\n")
     v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), ok["steps"])
     assert step_dpo_pairs(PROMPT, ok, v.step_correct, v.expected_steps) == []
+
+
+def test_kto_and_prm_views():
+    good, bad = _r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n"), _r("c", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
+    kto = kto_rows(PROMPT, [good, bad], {"a": 1.0, "c": 0.0}, "verifier")
+    assert [(k["completion"], k["label"]) for k in kto] == [(good["text"], True), (bad["text"], False)]
+    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), bad["steps"])
+    prm = prm_row(PROMPT, bad, v.step_correct, "verifier_arith")
+    assert prm["completions"] == bad["steps"] and prm["labels"] == [True, False, False, False]
+    assert set(prm) >= {"prompt", "completions", "labels"}  # TRL's stepwise format
 
 
 @pytest.mark.slow

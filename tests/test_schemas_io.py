@@ -27,6 +27,10 @@ SAMPLES = {
               "rejected": "b", "chosen_id": "r1", "rejected_id": "r2", "chosen_score": 1.0,
               "rejected_score": 0.0, "margin": 1.0, "uncertainty_mean": 0.5, "uncertainty_var": 0.1,
               "uncertainty_bald": 0.05, "weight": 1.0, "label_source": "verifier", "kept_reason": "top-bottom"},
+    "kto": {"example_id": "k{i}", "prompt_id": "p{i}", "prompt": "Q", "completion": "1+2=3", "label": True,
+            "source_id": "r{i}", "label_source": "verifier"},
+    "prm": {"example_id": "m{i}", "prompt_id": "p{i}", "prompt": "Q", "completions": ["1+2=3", "A: 3"],
+            "labels": [True, True], "source_id": "r{i}", "label_source": "verifier_arith"},
     "dead_letters": {"stage": "prompts", "record_id": "f.jsonl:{i}", "error_type": "invalid_json",
                      "message": "bad", "raw_input": "{{", "raw_output": None},
 }
@@ -36,6 +40,7 @@ def _fill(template: dict, i: int) -> dict:
     return {k: (v.format(i=i) if isinstance(v, str) else
                 [{kk: vv.format(i=i) for kk, vv in m.items()} if isinstance(m, dict) else m for m in v]
                 if isinstance(v, list) else v) for k, v in template.items()}
+
 
 
 def test_every_dataset_has_a_schema_sample():

@@ -1,4 +1,4 @@
-"""pairs stage: responses, labels and trees -> data/pairs/response and data/pairs/step (TRL format).
+"""pairs stage: responses, labels and trees -> data/pairs/{response,step,kto,prm} (TRL formats).
 
 Response-level pairs from label scores; step-level pairs from MCTS trees (highest- vs lowest-Q
 siblings) and Step-DPO pairs at each response's first wrong step (arith: exact verifier).
@@ -18,7 +18,7 @@ from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, read_records, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import count_dropped, count_in
-from prefsynth.transforms.pairs import dedupe, response_pairs, step_dpo_pairs, tree_step_pairs
+from prefsynth.transforms.pairs import dedupe, kto_rows, prm_row, response_pairs, step_dpo_pairs, tree_step_pairs
 
 STAGE = "pairs"
 
@@ -33,6 +33,15 @@ def pairs_for_prompt(element, params: Params):
     count_in()
     prompt, cfg = prompts[0], params.pairs
     scores = dict(g["scores"])
+    # unpaired (KTO) and stepwise (PRM) views of the same labelled responses
+    for row in kto_rows(prompt, responses, scores, cfg.response_labeler):
+        yield beam.pvalue.TaggedOutput("kto", row)
+    if prompt["task"] == arith.NAME:
+        problem = arith.parse_expression(prompt["prompt"])
+        for r in responses:
+            row = prm_row(prompt, r, arith.verify_solution(problem, list(r["steps"])).step_correct, "verifier_arith")
+            if row:
+                yield beam.pvalue.TaggedOutput("prm", row)
     rows = response_pairs(prompt, responses, scores, cfg.max_response_pairs, cfg.min_margin, cfg.response_labeler)
     rows += tree_step_pairs(prompt, list(g["nodes"]), cfg.min_q_gap)
     if prompt["task"] == arith.NAME and cfg.step_dpo:
@@ -67,7 +76,10 @@ def build(pipeline: beam.Pipeline, params: Params, paths: dict[str, str], out: d
         "scores": scores_by_prompt,
         "nodes": pipeline | "ReadTrees" >> ReadDataset(paths["trees"]) | "KeyN" >> beam.Map(lambda n: (n["prompt_id"], n)),
     } | "ByPrompt" >> beam.CoGroupByKey()
-    pairs = grouped | "Pairs" >> beam.FlatMap(pairs_for_prompt, params)
+    views = grouped | "Pairs" >> beam.FlatMap(pairs_for_prompt, params).with_outputs("kto", "prm", main="pairs")
+    pairs = views.pairs
+    views.kto | "WriteKTO" >> WriteDataset(out["kto"], "kto", STAGE, params.pairs.num_shards)
+    views.prm | "WritePRM" >> WriteDataset(out["prm"], "prm", STAGE, params.pairs.num_shards)
     for level in ("response", "step"):
         (pairs | f"Only{level}" >> beam.Filter(lambda p, lv: p["level"] == lv, level)
          | f"Write{level}" >> WriteDataset(out[level], "pairs", STAGE, params.pairs.num_shards))
@@ -110,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     paths = {"prompts": args.prompts, "responses": args.responses, "labels": args.labels, "trees": args.trees}
     outs = {"response": Output(f"{args.out}/response", "pairs"), "step": Output(f"{args.out}/step", "pairs"),
+            "kto": Output(f"{args.out}/kto", "kto"), "prm": Output(f"{args.out}/prm", "prm"),
             "dead": Output(args.dead, "dead_letters")}
     prompts_table = read_table(args.prompts)
     account = run_stage(
@@ -122,5 +135,6 @@ def main(argv: list[str] | None = None) -> None:
     prompts = {r["prompt_id"]: r for r in prompts_table.to_pylist()}
     responses = {r["response_id"]: r for r in read_records(args.responses)}
     levels = collections.Counter(f"{p['level']}/{p['label_source']}" for p in pairs)
-    write_metrics(args.metrics, {"accounting": account.to_dict(), "pairs": dict(sorted(levels.items())),
+    views = {v: read_table(f"{args.out}/{v}").num_rows for v in ("kto", "prm")}
+    write_metrics(args.metrics, {"accounting": account.to_dict(), "pairs": dict(sorted(levels.items())), "views": views,
                                  "precision": pair_precision(pairs, responses, prompts)})

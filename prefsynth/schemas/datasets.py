@@ -103,6 +103,32 @@ PAIRS = pa.schema(
     ]
 )
 
+# TRL's unpaired preference format (KTO): one completion with a desirable/undesirable label.
+KTO = pa.schema(
+    [
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("label", pa.bool_(), nullable=False),
+        pa.field("source_id", pa.string()),  # the response it came from
+        pa.field("label_source", pa.string()),
+    ]
+)
+
+# TRL's stepwise supervision format (PRM): the steps of a solution and a label per step.
+PRM = pa.schema(
+    [
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completions", pa.list_(pa.string()), nullable=False),
+        pa.field("labels", pa.list_(pa.bool_()), nullable=False),
+        pa.field("source_id", pa.string()),
+        pa.field("label_source", pa.string()),
+    ]
+)
+
 DEAD_LETTERS = pa.schema(
     [
         pa.field("stage", pa.string(), nullable=False),
@@ -120,6 +146,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "tree_nodes": TREE_NODES,
     "labels": LABELS,
     "pairs": PAIRS,
+    "kto": KTO,
+    "prm": PRM,
     "dead_letters": DEAD_LETTERS,
 }
 
@@ -130,6 +158,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "tree_nodes": ("node_id",),
     "labels": ("label_id",),
     "pairs": ("pair_id",),
+    "kto": ("example_id",),
+    "prm": ("example_id",),
     "dead_letters": ("stage", "record_id", "error_type", "message"),
 }
 

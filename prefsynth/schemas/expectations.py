@@ -29,6 +29,9 @@ def validation_frame(dataset: str, table: pa.Table) -> pd.DataFrame:
         df["prompt_chars"] = df["prompt"].str.len()
     if dataset == "pairs":
         df["chosen_differs"] = df["chosen"] != df["rejected"]
+    if dataset == "prm":
+        comps, labs = table.column("completions").to_pylist(), table.column("labels").to_pylist()
+        df["steps_match_labels"] = [bool(c) and len(c) == len(l) for c, l in zip(comps, labs)]
     if dataset == "tree_nodes":
         ids = set(df["node_id"])
         df["parent_resolves"] = [pd.isna(p) or p in ids for p in df["parent_id"]]
@@ -88,6 +91,11 @@ def expectations(dataset: str, refs: dict[str, list] | None = None) -> list:
                 E.ExpectColumnValuesToBeInSet(column="chosen_differs", value_set=[True]),
                 E.ExpectColumnValuesToBeBetween(column="weight", min_value=0.0),
                 prob("uncertainty_mean"), prob("uncertainty_bald")]
+    if dataset == "kto":
+        return [*key("example_id"), *required("prompt", "completion", "label"), *fk("prompt_id", "prompt_id")]
+    if dataset == "prm":
+        return [*key("example_id"), *required("prompt"), *fk("prompt_id", "prompt_id"),
+                E.ExpectColumnValuesToBeInSet(column="steps_match_labels", value_set=[True])]
     if dataset == "dead_letters":
         return required("stage", "record_id", "error_type", "message")
     raise KeyError(f"no expectation suite for dataset {dataset!r}")

@@ -108,3 +108,26 @@ def dedupe(pairs: Sequence[dict]) -> list[dict]:
         seen.add(p["pair_id"])
         out.append(p)
     return out
+
+
+def kto_rows(prompt: dict, responses: Sequence[dict], scores: dict[str, float], source: str) -> list[dict]:
+    """TRL's unpaired view: each labelled response, desirable when its score is 1."""
+    return [{
+        "example_id": content_id(prompt["prompt_id"], "kto", r["response_id"]),
+        "prompt_id": prompt["prompt_id"], "prompt": prompt["prompt"], "completion": r["text"],
+        "label": scores[r["response_id"]] >= 1.0, "source_id": r["response_id"], "label_source": source,
+    } for r in responses if r["response_id"] in scores and r["text"].strip()]
+
+
+def prm_row(prompt: dict, response: dict, step_correct: Sequence[bool], source: str) -> dict | None:
+    """TRL's stepwise view: the response's steps and a label per step (wrong from the first error on)."""
+    steps = list(response["steps"])
+    if not steps or len(step_correct) != len(steps):
+        return None
+    first_wrong = next((i for i, ok in enumerate(step_correct) if not ok), len(steps))
+    return {
+        "example_id": content_id(prompt["prompt_id"], "prm", response["response_id"]),
+        "prompt_id": prompt["prompt_id"], "prompt": prompt["prompt"], "completions": steps,
+        "labels": [i < first_wrong for i in range(len(steps))], "source_id": response["response_id"],
+        "label_source": source,
+    }
