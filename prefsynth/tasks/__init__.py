@@ -2,8 +2,9 @@
 
 from prefsynth.tasks.arith import ArithTask
 from prefsynth.tasks.gsm8k import Gsm8kTask
+from prefsynth.tasks.math import MathTask
 
-TASKS = {"arith": ArithTask(), "gsm8k": Gsm8kTask()}
+TASKS = {"arith": ArithTask(), "gsm8k": Gsm8kTask(), "math": MathTask()}
 
 
 def get_task(name: str):
