@@ -1,9 +1,14 @@
-"""pairs stage: responses, labels and trees -> data/pairs/{response,step,kto,prm} (TRL formats).
+"""pairs stage: responses, labels and trees -> candidate pairs in data/candidates/{response,step,kto,prm}.
 
-Response-level pairs from label scores; step-level pairs from MCTS trees (highest- vs lowest-Q
-siblings) and Step-DPO pairs at each response's first wrong step (arith: exact verifier).
-Prompts with no contrast are dropped with that reason; metrics/pairs.json reports pair
-precision against the ground truth where it exists.
+Response-level pairs from every label source in `pairs.response_sources`: labelers in
+data/labels (by name prefix: verifier, p_true, judge_...) and, computed here from the samples,
+self_consistency (majority answer as pseudo-reference: majority vs minority answers) and
+self_certainty (the self-certainty Borda winner as pseudo-reference). Step-level pairs from MCTS
+trees (highest- vs lowest-Q siblings) and Step-DPO pairs at each response's first wrong step
+(arith: exact verifier). Prompts with no contrast in any source are dropped with that reason;
+per-source reasons are counted as `selection.<source>.<reason>`. metrics/pairs.json reports
+candidate pair precision against the ground truth where it exists. The prune stage filters
+these candidates (self-consistency agreement, UPO) into data/pairs, which training reads.
 """
 
 from __future__ import annotations
@@ -15,12 +20,52 @@ import apache_beam as beam
 
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
-from prefsynth.schemas.io import ReadDataset, WriteDataset, read_records, read_table
+from prefsynth.schemas.io import METRICS_NAMESPACE, ReadDataset, WriteDataset, read_records, read_table
 from prefsynth.tasks import arith
+from prefsynth.transforms import self_consistency as sc
 from prefsynth.transforms.deadletters import count_dropped, count_in
 from prefsynth.transforms.pairs import dedupe, kto_rows, prm_row, response_pairs, step_dpo_pairs, tree_step_pairs
 
 STAGE = "pairs"
+PSEUDO_SOURCES = ("self_consistency", "self_certainty")  # computed here from the samples, not read from labels
+
+
+def _matches(source: str, prefixes) -> str | None:
+    return next((p for p in prefixes if source.startswith(p)), None)
+
+
+def response_candidates(prompt: dict, responses: list[dict], scores_by_source: dict[str, dict[str, float]],
+                        cfg, counter=None) -> list[dict]:
+    """Response-level candidate pairs from every configured source (pure; `counter(name)` records skips)."""
+    counter = counter or (lambda name: None)
+    rows = []
+    for source in cfg.response_sources:
+        if source in PSEUDO_SOURCES:
+            c = sc.consistency(responses, cfg.borda_power)
+            why = sc.consistency_verdict(c, 0.0)  # the agreement threshold is the prune stage's filter
+            reference = c.majority if source == "self_consistency" else c.borda
+            if why is not None:
+                counter(f"selection.{source}.{why}")
+                continue
+            found = response_pairs(prompt, responses, sc.pseudo_scores(responses, reference), cfg.max_response_pairs,
+                                   cfg.min_margins.get(source, cfg.min_margin), source)
+            votes = c.counts.get(reference, 0)
+            for p in found:
+                p["kept_reason"] = (f"{'majority' if source == 'self_consistency' else 'self-certainty Borda'} "
+                                    f"answer {reference!r} ({votes}/{c.n}, agreement {c.agreement:.2f}) vs another; "
+                                    + p["kept_reason"])
+            if not found:
+                counter(f"selection.{source}.no_contrast")
+            rows += found
+            continue
+        for labeler in sorted(l for l in scores_by_source if l.startswith(source)):
+            margin = cfg.min_margins.get(_matches(labeler, cfg.min_margins) or "", cfg.min_margin)
+            found = response_pairs(prompt, responses, scores_by_source[labeler], cfg.max_response_pairs, margin,
+                                   labeler)
+            if not found:
+                counter(f"selection.{labeler}.no_contrast")  # all right or all wrong by this labeler
+            rows += found
+    return rows
 
 
 def pairs_for_prompt(element, params: Params):
@@ -32,17 +77,22 @@ def pairs_for_prompt(element, params: Params):
         return  # prompts nobody sampled are not this stage's input
     count_in()
     prompt, cfg = prompts[0], params.pairs
-    scores = dict(g["scores"])
-    # unpaired (KTO) and stepwise (PRM) views of the same labelled responses
-    for row in kto_rows(prompt, responses, scores, cfg.response_labeler):
-        yield beam.pvalue.TaggedOutput("kto", row)
+    scores_by_source: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    for labeler, rid, score in g["scores"]:
+        scores_by_source[labeler][rid] = score
+    # unpaired (KTO) view of the first labeler source, stepwise (PRM) view from the exact verifier
+    kto_source = next((s for s in cfg.response_sources if s not in PSEUDO_SOURCES), None)
+    kto_labeler = next((l for l in sorted(scores_by_source) if kto_source and l.startswith(kto_source)), None)
+    if kto_labeler:
+        for row in kto_rows(prompt, responses, scores_by_source[kto_labeler], kto_source):
+            yield beam.pvalue.TaggedOutput("kto", row)
     if prompt["task"] == arith.NAME:
         problem = arith.parse_expression(prompt["prompt"])
         for r in responses:
             row = prm_row(prompt, r, arith.verify_solution(problem, list(r["steps"])).step_correct, "verifier_arith")
             if row:
                 yield beam.pvalue.TaggedOutput("prm", row)
-    rows = response_pairs(prompt, responses, scores, cfg.max_response_pairs, cfg.min_margin, cfg.response_labeler)
+    rows = response_candidates(prompt, responses, scores_by_source, cfg, lambda name: _counter(name).inc())
     rows += tree_step_pairs(prompt, list(g["nodes"]), cfg.min_q_gap)
     if prompt["task"] == arith.NAME and cfg.step_dpo:
         problem = arith.parse_expression(prompt["prompt"])
@@ -51,24 +101,32 @@ def pairs_for_prompt(element, params: Params):
             rows += step_dpo_pairs(prompt, r, v.step_correct, v.expected_steps)
     rows = dedupe(rows)
     if not rows:
-        count_dropped("no_contrast")  # all samples scored alike and no tree siblings differ
+        count_dropped("no_contrast")  # no source found a contrast and no tree siblings differ
         return
     yield from rows
 
 
+def _counter(name: str):
+    return beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+
+
 def build(pipeline: beam.Pipeline, params: Params, paths: dict[str, str], out: dict[str, str]) -> None:
-    labeler = params.pairs.response_labeler
+    sources = [s for s in params.pairs.response_sources if s not in PSEUDO_SOURCES]
     responses = pipeline | "ReadResponses" >> ReadDataset(paths["responses"])
     scores = (
         pipeline
         | "ReadLabels" >> ReadDataset(paths["labels"])
-        | "ResponseLabels" >> beam.Filter(lambda l: l["target_kind"] == "response" and l["labeler"].startswith(labeler))
-        | "KeyLabel" >> beam.Map(lambda l: (l["target_id"], l["score"]))
+        | "ResponseLabels" >> beam.Filter(lambda l: l["target_kind"] == "response" and l["score"] is not None
+                                          and _matches(l["labeler"], sources) is not None)
+        | "KeyLabel" >> beam.Map(lambda l: (l["target_id"], (l["labeler"], l["score"])))
     )
     scores_by_prompt = (
         {"score": scores, "resp": responses | "KeyResp" >> beam.Map(lambda r: (r["response_id"], r["prompt_id"]))}
         | "JoinScores" >> beam.CoGroupByKey()
-        | "ToPrompt" >> beam.FlatMap(lambda kv: [(pid, (kv[0], s)) for pid in kv[1]["resp"] for s in kv[1]["score"][:1]])
+        # one score per (response, labeler): the smallest, so duplicates cannot make the order matter
+        | "ToPrompt" >> beam.FlatMap(lambda kv: [
+            (pid, (lab, kv[0], min(s for l2, s in kv[1]["score"] if l2 == lab)))
+            for pid in kv[1]["resp"] for lab in sorted({l for l, _ in kv[1]["score"]})])
     )
     grouped = {
         "prompts": pipeline | "ReadPrompts" >> ReadDataset(paths["prompts"]) | "KeyP" >> beam.Map(lambda r: (r["prompt_id"], r)),
@@ -86,25 +144,40 @@ def build(pipeline: beam.Pipeline, params: Params, paths: dict[str, str], out: d
     (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
 
 
+def truly_better(p: dict, prompt: dict) -> bool | None:
+    """Is the chosen side truly better than the rejected one (arith ground truth)? None: no ground truth."""
+    if prompt["task"] != arith.NAME:
+        return None
+    problem = arith.parse_expression(prompt["prompt"])
+    if p["level"] == "response":
+        good = [arith.answers_match(arith.extract_answer(t), str(problem.answer)) for t in (p["chosen"], p["rejected"])]
+        return good[0] and not good[1]
+    prefix = arith.split_steps(p["prompt"][len(prompt["prompt"]):])
+    ok = [all(arith.verify_solution(problem, prefix + [s.strip()]).step_correct) for s in (p["chosen"], p["rejected"])]
+    return ok[0] and not ok[1]
+
+
 def pair_precision(pairs: list[dict], responses: dict[str, dict], prompts: dict[str, dict]) -> dict:
     """Share of pairs whose chosen side is truly better (arith ground truth), per level and source."""
     out = collections.defaultdict(lambda: [0, 0])
     for p in pairs:
-        prompt = prompts[p["prompt_id"]]
-        if prompt["task"] != arith.NAME:
+        right = truly_better(p, prompts[p["prompt_id"]])
+        if right is None:
             continue
-        problem = arith.parse_expression(prompt["prompt"])
-        if p["level"] == "response":
-            good = [arith.answers_match(arith.extract_answer(t), str(problem.answer)) for t in (p["chosen"], p["rejected"])]
-            right = good[0] and not good[1]
-        else:
-            prefix = arith.split_steps(p["prompt"][len(prompt["prompt"]):])
-            ok = [all(arith.verify_solution(problem, prefix + [s.strip()]).step_correct) for s in (p["chosen"], p["rejected"])]
-            right = ok[0] and not ok[1]
         key = f"{p['level']}/{p['label_source']}"
         out[key][0] += right
         out[key][1] += 1
     return {k: {"pairs": n, "precision": round(r / n, 4)} for k, (r, n) in sorted(out.items())}
+
+
+def pseudo_label_report(responses: list[dict], prompts: dict[str, dict], borda_power: float) -> dict:
+    """How often the majority (and self-certainty Borda) answer is the truth, over prompts with a reference."""
+    by_prompt = collections.defaultdict(list)
+    for r in responses:
+        by_prompt[r["prompt_id"]].append(r)
+    groups = [(sc.consistency(rs, borda_power), prompts[pid].get("reference_answer"))
+              for pid, rs in sorted(by_prompt.items()) if pid in prompts]
+    return sc.pseudo_label_precision(groups, arith.answers_match)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--responses", default="data/responses")
     ap.add_argument("--labels", default="data/labels")
     ap.add_argument("--trees", default="data/trees")
-    ap.add_argument("--out", default="data/pairs")
+    ap.add_argument("--out", default="data/candidates")
     ap.add_argument("--dead", default="data/deadletter/pairs")
     ap.add_argument("--metrics", default="metrics/pairs.json")
     ap.add_argument("--reports", default="reports")
@@ -133,8 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     pairs = read_records(f"{args.out}/response") + read_records(f"{args.out}/step")
     prompts = {r["prompt_id"]: r for r in prompts_table.to_pylist()}
-    responses = {r["response_id"]: r for r in read_records(args.responses)}
+    response_list = read_records(args.responses)
+    responses = {r["response_id"]: r for r in response_list}
     levels = collections.Counter(f"{p['level']}/{p['label_source']}" for p in pairs)
     views = {v: read_table(f"{args.out}/{v}").num_rows for v in ("kto", "prm")}
     write_metrics(args.metrics, {"accounting": account.to_dict(), "pairs": dict(sorted(levels.items())), "views": views,
-                                 "precision": pair_precision(pairs, responses, prompts)})
+                                 "precision": pair_precision(pairs, responses, prompts),
+                                 "pseudo_labels": pseudo_label_report(response_list, prompts, params.pairs.borda_power)})

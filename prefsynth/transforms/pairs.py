@@ -21,7 +21,9 @@ from prefsynth.ids import content_id
 def _pair(prompt_id: str, level: str, prompt: str, chosen: str, rejected: str, chosen_id, rejected_id,
           chosen_score: float, rejected_score: float, source: str, reason: str, weight: float = 1.0) -> dict:
     return {
-        "pair_id": content_id(prompt_id, level, prompt, chosen, rejected),
+        # the source is part of the id: each label source keeps its own candidate (its precision is measured
+        # on all of them); the prune stage keeps one pair per content across sources
+        "pair_id": content_id(prompt_id, level, prompt, chosen, rejected, source),
         "prompt_id": prompt_id, "level": level, "prompt": prompt, "chosen": chosen, "rejected": rejected,
         "chosen_id": chosen_id, "rejected_id": rejected_id, "chosen_score": chosen_score,
         "rejected_score": rejected_score, "margin": chosen_score - rejected_score,
@@ -100,7 +102,7 @@ def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], e
 
 
 def dedupe(pairs: Sequence[dict]) -> list[dict]:
-    """One pair per pair_id (content hash), never chosen == rejected."""
+    """One pair per pair_id (content hash incl. source), never chosen == rejected."""
     out, seen = [], set()
     for p in sorted(pairs, key=lambda p: p["pair_id"]):
         if p["pair_id"] in seen or p["chosen"] == p["rejected"]:
