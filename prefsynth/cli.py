@@ -13,7 +13,10 @@ STAGES = {
     "generate": "prefsynth.pipelines.generate",
     "mcts": "prefsynth.pipelines.mcts",
     "label": "prefsynth.pipelines.label",
+    "critic": "prefsynth.pipelines.critic",
+    "critiques": "prefsynth.pipelines.critiques",
     "pairs": "prefsynth.pipelines.pairs",
+    "prune": "prefsynth.pipelines.prune",
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
 }

@@ -119,6 +119,33 @@ class MCTSStageConfig:
 
 
 @dataclass
+class JudgeConfig:
+    model: str | None = _f(None, "Judge model (path or served name); null: the policy itself judges (self-judge, "
+                           "and self-preference is measured).")
+    backend: str | None = _f(None, "Judge backend: transformers | vllm | openai; null: policy.backend. Other backend "
+                             "settings (timeouts, dtype, ...) come from policy.*.")
+    base_url: str | None = _f(None, "openai judge: server URL; null: policy.base_url.")
+    mode: str = _f("score", "Pointwise/pairwise verdicts: score (log-prob of each allowed option via `score`: a "
+                   "distribution, never unparseable) or generate (free text `Feedback: ... [RESULT] v`, parsed strictly).")
+    template_dir: str | None = _f(None, "Folder whose <name>.txt files replace the shipped judge templates "
+                                  "(prefsynth/templates: pointwise, pairwise, p_true, p_true_step, tick_questions, "
+                                  "tick_answer); null: shipped ones.")
+    p_true_max_responses: int | None = _f(2000, "P(True) for the first N responses by id; null: all.")
+    p_true_steps: bool = _f(True, "P(True) of every step prefix too, not only of the whole response.")
+    pointwise_max_responses: int | None = _f(64, "Likert judgements for the first N responses by id; null: all.")
+    pairwise_max_pairs: int | None = _f(32, "A/B judgements (each in both orders) for N pairs (smallest pair ids); "
+                                        "null: all.")
+    tick_max_prompts: int | None = _f(8, "TICK checklists for the first N prompts by id (all their responses).")
+    tick_max_questions: int = _f(5, "Most checklist questions kept per prompt.")
+    max_new_tokens: int = _f(256, "Generate mode and TICK questions: longest judge output, in tokens.")
+    items_per_batch: int = _f(256, "Judge work items (responses, pairs) per model call batch.")
+
+    def __post_init__(self):
+        if self.mode not in ("score", "generate"):
+            raise ValueError(f"label.judge.mode must be score or generate, got {self.mode!r}")
+
+
+@dataclass
 class LabelConfig:
     mc_max_responses: int | None = _f(600, "Monte-Carlo labels for the first N responses (by id); null: all. "
                                       "Verifier labels cover every response.")
@@ -127,6 +154,15 @@ class LabelConfig:
     num_shards: int = _f(2, "Parquet files written for data/labels.")
     mc: MCLabelConfig = field(default_factory=MCLabelConfig,
                               metadata={"help": "Monte-Carlo rollout settings (transforms/mc_labels.py)."})
+    judges: list = _f(["p_true"], "LLM judges to run: p_true (self-evaluation P(yes), responses and steps), "
+                      "pointwise (Likert 1-5), pairwise (A vs B, both orders), tick (checklists).")
+    judge: JudgeConfig = field(default_factory=JudgeConfig,
+                               metadata={"help": "Which model judges, how, with which templates, on how many targets."})
+
+    def __post_init__(self):
+        unknown = sorted(set(self.judges) - {"p_true", "pointwise", "pairwise", "tick"})
+        if unknown:
+            raise ValueError(f"label.judges: unknown judge(s) {unknown}; known: p_true, pointwise, pairwise, tick")
 
 
 @dataclass
@@ -145,6 +181,41 @@ class PairsConfig:
     step_dpo: bool = _f(True, "Step-DPO pairs at each response's first wrong step (tasks with exact steps).")
     max_step_dpo_per_prompt: int = _f(4, "Responses per prompt that give Step-DPO pairs.")
     num_shards: int = _f(1, "Parquet files per pair view.")
+
+
+@dataclass
+class CriticConfig:
+    n_layer: int = _f(2, "Tiny critic: transformer layers.")
+    n_embd: int = _f(64, "Tiny critic: width.")
+    n_head: int = _f(2, "Tiny critic: attention heads.")
+    n_positions: int = _f(320, "Tiny critic: context in characters (critic prompt + critique); longer examples are skipped.")
+    max_steps: int = _f(600, "Optimizer steps (budget by steps: the whole default dvc repro must stay short).")
+    batch_size: int = _f(64, "Sequences per optimizer step.")
+    learning_rate: float = _f(3e-3, "AdamW peak learning rate.")
+    warmup_steps: int = _f(50, "Linear warm-up steps before the cosine decay.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    correct_fraction: float = _f(0.5, "Target share of truly-correct solutions among training examples "
+                                 "(planted errors and canonical solutions fill up to it).")
+    max_response_examples: int | None = _f(None, "Critiques of policy responses used for training at most "
+                                           "(a seeded subset); null: all of the trained-on prompts'.")
+    heldout_fraction: float = _f(0.1, "Share of train-split prompts (by hash) held out with every test prompt.")
+    eval_examples: int = _f(600, "Held-out critiques generated to measure the critic (half responses, half planted).")
+    torch_threads: int = _f(2, "CPU threads for torch (fixed so runs are reproducible).")
+
+
+@dataclass
+class CritiquesConfig:
+    critics: list = _f(["rule", "model"], "Critics to run: rule (exact, arith) and/or model (any backend).")
+    template: str | None = _f(None, "Critic prompt template file ({problem}, {steps}); null: the packaged "
+                              "prefsynth/templates/critique.txt.")
+    model_critic: PolicyConfig = field(default_factory=lambda: PolicyConfig(batch_size=256), metadata={
+        "help": "The model critic's backend (policy.* keys); model null: the run's models/critic."})
+    model_max_responses: int | None = _f(4000, "Model critiques for the first N responses by id (null: all); "
+                                         "the rule critic covers every response.")
+    max_new_tokens: int = _f(128, "Longest model critique, in tokens.")
+    temperature: float = _f(0.0, "Model critic sampling temperature (0: greedy).")
+    responses_per_batch: int = _f(256, "Responses per model-critic call.")
+    num_shards: int = _f(2, "Parquet files written for data/critiques.")
 
 
 @dataclass
@@ -211,6 +282,8 @@ class Params:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     card: CardConfig = field(default_factory=CardConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    critiques: CritiquesConfig = field(default_factory=CritiquesConfig)
 
 
 def _build(cls, data: dict | None, where: str):

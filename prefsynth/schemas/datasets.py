@@ -78,6 +78,7 @@ LABELS = pa.schema(
         pa.field("confidence", pa.float64()),
         pa.field("rationale", pa.string()),
         pa.field("raw_output", pa.string()),
+        pa.field("other_id", pa.string()),  # target_kind = pair: response B (target_id is response A)
     ]
 )
 
@@ -129,6 +130,42 @@ PRM = pa.schema(
     ]
 )
 
+# Step-level critiques (AutoMathCritique style): one row per (response, critic).
+CRITIQUES = pa.schema(
+    [
+        pa.field("critique_id", pa.string(), nullable=False),
+        pa.field("response_id", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("critic", pa.string(), nullable=False),  # rule | model
+        pa.field("critic_model", pa.string()),  # the model behind a model critic
+        pa.field("problem", pa.string(), nullable=False),
+        pa.field("steps", pa.list_(pa.string()), nullable=False),  # the critiqued response's steps
+        pa.field("critic_prompt", pa.string(), nullable=False),  # the critic's input (templates/critique.txt)
+        pa.field("critique", pa.string(), nullable=False),  # ends in `Verdict: step N` | `Verdict: correct`
+        pa.field("predicted_first_wrong_step", pa.int32()),  # 0-based; null = the critic says correct
+        pa.field("true_first_wrong_step", pa.int32()),  # 0-based; null = correct (or unknown: truth_known)
+        pa.field("truth_known", pa.bool_(), nullable=False),
+        pa.field("located_correctly", pa.bool_()),  # null when no ground truth exists
+        pa.field("raw_output", pa.string()),  # a model critic's raw text
+    ]
+)
+
+# TRL's conversational preference format: the prompt as messages (a step pair's shared prefix is a final
+# assistant message that chosen/rejected continue), chosen and rejected as assistant messages.
+PAIRS_CONVERSATIONAL = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("level", pa.string(), nullable=False),
+        pa.field("prompt", pa.list_(MESSAGE), nullable=False),
+        pa.field("chosen", pa.list_(MESSAGE), nullable=False),
+        pa.field("rejected", pa.list_(MESSAGE), nullable=False),
+        pa.field("weight", pa.float64()),
+        pa.field("label_source", pa.string()),
+    ]
+)
+
 DEAD_LETTERS = pa.schema(
     [
         pa.field("stage", pa.string(), nullable=False),
@@ -146,8 +183,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "tree_nodes": TREE_NODES,
     "labels": LABELS,
     "pairs": PAIRS,
+    "pairs_conversational": PAIRS_CONVERSATIONAL,
     "kto": KTO,
     "prm": PRM,
+    "critiques": CRITIQUES,
     "dead_letters": DEAD_LETTERS,
 }
 
@@ -158,8 +197,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "tree_nodes": ("node_id",),
     "labels": ("label_id",),
     "pairs": ("pair_id",),
+    "pairs_conversational": ("pair_id",),
     "kto": ("example_id",),
     "prm": ("example_id",),
+    "critiques": ("critique_id",),
     "dead_letters": ("stage", "record_id", "error_type", "message"),
 }
 

@@ -15,6 +15,7 @@ TASKS = ["arith", "gsm8k", "math", "chat"]
 FINISH = ["stop", "length"]
 TARGET_KINDS = ["response", "step", "pair"]
 LEVELS = ["response", "step", "critique"]
+CRITICS = ["rule", "model"]
 
 
 def validation_frame(dataset: str, table: pa.Table) -> pd.DataFrame:
@@ -32,6 +33,25 @@ def validation_frame(dataset: str, table: pa.Table) -> pd.DataFrame:
     if dataset == "prm":
         comps, labs = table.column("completions").to_pylist(), table.column("labels").to_pylist()
         df["steps_match_labels"] = [bool(c) and len(c) == len(l) for c, l in zip(comps, labs)]
+    if dataset == "critiques":
+        from prefsynth.transforms.critiques import CritiqueParseError, parse_verdict
+
+        def reads_back(text, steps, predicted):
+            # the verdict line of every critique parses to the stored located step
+            try:
+                got = parse_verdict(text, len(steps))
+            except CritiqueParseError:
+                return False
+            return got == (None if pd.isna(predicted) else int(predicted))
+
+        steps = table.column("steps").to_pylist()
+        df["verdict_reads_back"] = [reads_back(t, s, p) for t, s, p in
+                                    zip(df["critique"], steps, df["predicted_first_wrong_step"])]
+        df["located_consistent"] = [
+            pd.isna(loc) if not known else bool(loc) == ((None if pd.isna(p) else int(p)) ==
+                                                         (None if pd.isna(t) else int(t)))
+            for loc, known, p, t in zip(df["located_correctly"], df["truth_known"],
+                                        df["predicted_first_wrong_step"], df["true_first_wrong_step"])]
     if dataset == "tree_nodes":
         ids = set(df["node_id"])
         df["parent_resolves"] = [pd.isna(p) or p in ids for p in df["parent_id"]]
@@ -91,11 +111,23 @@ def expectations(dataset: str, refs: dict[str, list] | None = None) -> list:
                 E.ExpectColumnValuesToBeInSet(column="chosen_differs", value_set=[True]),
                 E.ExpectColumnValuesToBeBetween(column="weight", min_value=0.0),
                 prob("uncertainty_mean"), prob("uncertainty_bald")]
+    if dataset == "pairs_conversational":
+        return [*key("pair_id"), *required("weight"), *fk("prompt_id", "prompt_id"),
+                E.ExpectColumnValuesToBeInSet(column="level", value_set=LEVELS)]
     if dataset == "kto":
         return [*key("example_id"), *required("prompt", "completion", "label"), *fk("prompt_id", "prompt_id")]
     if dataset == "prm":
         return [*key("example_id"), *required("prompt"), *fk("prompt_id", "prompt_id"),
                 E.ExpectColumnValuesToBeInSet(column="steps_match_labels", value_set=[True])]
+    if dataset == "critiques":
+        return [*key("critique_id"), *required("response_id", "critic", "critic_prompt", "critique", "truth_known"),
+                *fk("prompt_id", "prompt_id"), *fk("response_id", "response_id"),
+                E.ExpectColumnValuesToBeInSet(column="critic", value_set=CRITICS),
+                E.ExpectColumnValuesToBeInSet(column="task", value_set=TASKS),
+                E.ExpectColumnValuesToBeBetween(column="predicted_first_wrong_step", min_value=0),
+                E.ExpectColumnValuesToBeBetween(column="true_first_wrong_step", min_value=0),
+                E.ExpectColumnValuesToBeInSet(column="verdict_reads_back", value_set=[True]),
+                E.ExpectColumnValuesToBeInSet(column="located_consistent", value_set=[True])]
     if dataset == "dead_letters":
         return required("stage", "record_id", "error_type", "message")
     raise KeyError(f"no expectation suite for dataset {dataset!r}")

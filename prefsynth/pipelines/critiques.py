@@ -1,0 +1,147 @@
+"""critiques stage: prompts + responses -> data/critiques, step-level critiques (AutoMathCritique style).
+
+One row per (response, critic): the critic's input (templates/critique.txt: problem + numbered
+steps), the critique text, the located first wrong step (null = correct), the true one where
+ground truth exists, and whether they match. Critics: `rule` (exact, arith) and `model` (any
+backend with the template; by default the tiny critic the `critic` stage trained). A model
+critique whose verdict does not parse is a dead letter with its raw text. metrics/critiques.json
+reports critique accuracy per critic; for the tiny critic also on the prompts it was not trained
+on (`critic.heldout_fraction`), since most responses' prompts were in its training set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import apache_beam as beam
+
+from prefsynth.backends.base import SamplingParams
+from prefsynth.backends.factory import resolve_model
+from prefsynth.config import Params, load_params
+from prefsynth.pipelines.stage import Output, run_stage, write_metrics
+from prefsynth.schemas.io import ReadDataset, WriteDataset, read_records, read_table
+from prefsynth.transforms.critiques import (
+    CRITICS,
+    MODEL,
+    RULE,
+    CriticModelHandler,
+    ToModelCritiques,
+    count_critic_input,
+    critic_holdout,
+    critique_accuracy,
+    load_template,
+    rule_critiques,
+)
+from prefsynth.transforms.deadletters import DEAD, count_dropped
+from prefsynth.transforms.generate import DeterministicBatches
+
+STAGE = "critiques"
+
+
+def _join(element):
+    _, grouped = element
+    prompts = list(grouped["prompts"])
+    for resp in grouped["responses"]:
+        yield resp, prompts[0]
+
+
+def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_path: str, critic_model: str | None,
+          out: dict[str, str]) -> None:
+    from apache_beam.ml.inference.base import RunInference
+
+    cfg = params.critiques
+    template = load_template(cfg.template)
+    prompts = pipeline | "ReadPrompts" >> ReadDataset(prompts_path) | "KeyP" >> beam.Map(lambda r: (r["prompt_id"], r))
+    responses = pipeline | "ReadResponses" >> ReadDataset(responses_path)
+    joined = (
+        {"prompts": prompts, "responses": responses | "KeyR" >> beam.Map(lambda r: (r["prompt_id"], r))}
+        | "Join" >> beam.CoGroupByKey()
+        | "Pairs" >> beam.FlatMap(_join)
+        | "CountIn" >> beam.Map(count_critic_input, len(cfg.critics))
+    )
+    rows = []
+    dead = []
+    if RULE in cfg.critics:
+        rows.append(joined | "RuleCritic" >> beam.FlatMap(rule_critiques, template))
+    if MODEL in cfg.critics:
+        to_critique = joined
+        if cfg.model_max_responses:  # generation is the costly part: the first N responses by id
+            first = (joined | "Ids" >> beam.MapTuple(lambda resp, _: resp["response_id"])
+                     | "First" >> beam.combiners.Top.Smallest(cfg.model_max_responses) | "Set" >> beam.Map(set))
+
+            def keep(pair, ids):
+                if pair[0]["response_id"] in ids:
+                    return True
+                count_dropped("model_beyond_max_responses")
+                return False
+
+            to_critique = joined | "KeepFirst" >> beam.Filter(keep, beam.pvalue.AsSingleton(first))
+        sampling = SamplingParams(n=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+        handler = CriticModelHandler(cfg.model_critic, critic_model, template, sampling, params.seed)
+        model_out = (
+            to_critique
+            | "AsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"], "pair": (resp, prompt)})
+            | "Batch" >> DeterministicBatches(cfg.responses_per_batch, key="response_id")
+            | "Unwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
+            | "ModelCritic" >> RunInference(handler)
+            | "ModelRows" >> beam.ParDo(ToModelCritiques(STAGE, critic_model)).with_outputs(DEAD, main="rows")
+        )
+        rows.append(model_out.rows)
+        dead.append(model_out[DEAD])
+    if not rows:
+        rows.append(pipeline | "NoRows" >> beam.Create([]))
+    if not dead:
+        dead.append(pipeline | "NoDead" >> beam.Create([]))
+    (rows | "AllRows" >> beam.Flatten()
+     | "WriteCritiques" >> WriteDataset(out["critiques"], "critiques", STAGE, cfg.num_shards))
+    dead | "AllDead" >> beam.Flatten() | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+
+
+def critique_metrics(rows: list[dict], prompts: dict[str, dict], params: Params) -> dict:
+    """Critique accuracy per critic; the tiny critic's also on prompts it was held out from."""
+    out: dict[str, dict] = {}
+    for critic in sorted({r["critic"] for r in rows}):
+        mine = [r for r in rows if r["critic"] == critic and r["truth_known"]]
+        pairs = [(r["predicted_first_wrong_step"], r["true_first_wrong_step"]) for r in mine]
+        out[critic] = critique_accuracy(pairs)
+        if critic == MODEL:
+            held = [(r["predicted_first_wrong_step"], r["true_first_wrong_step"]) for r in mine
+                    if critic_holdout(params.seed, prompts[r["prompt_id"]], params.critic.heldout_fraction)]
+            # only meaningful for the tiny critic trained here; for another model it is just a subset
+            out[critic]["on_critic_heldout_prompts"] = critique_accuracy(held)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="prefsynth critiques", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prompts", default="data/prompts")
+    ap.add_argument("--responses", default="data/responses")
+    ap.add_argument("--critic", default="models/critic", help="the model critic when critiques.model_critic.model is null")
+    ap.add_argument("--out", default="data/critiques")
+    ap.add_argument("--dead", default="data/deadletter/critiques")
+    ap.add_argument("--metrics", default="metrics/critiques.json")
+    ap.add_argument("--reports", default="reports")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    unknown = sorted(set(params.critiques.critics) - set(CRITICS))
+    if unknown or not params.critiques.critics:
+        raise ValueError(f"params.yaml: critiques.critics must be drawn from {list(CRITICS)}, got "
+                         f"{params.critiques.critics}")
+    critic_model = resolve_model(args.critic, params.critiques.model_critic) if MODEL in params.critiques.critics \
+        else None
+    prompts_table = read_table(args.prompts)
+    responses_table = read_table(args.responses)
+    refs = {"prompt_id": prompts_table.column("prompt_id").to_pylist(),
+            "response_id": responses_table.column("response_id").to_pylist()}
+    account = run_stage(
+        STAGE, params.beam, {"critiques": Output(args.out, "critiques"), "dead": Output(args.dead, "dead_letters")},
+        "critiques", "dead", lambda p, out: build(p, params, args.prompts, args.responses, critic_model, out),
+        refs=refs, reports_dir=args.reports,
+    )
+    rows = read_records(args.out)
+    prompts = {r["prompt_id"]: r for r in prompts_table.to_pylist()}
+    counts = collections.Counter(r["critic"] for r in rows)
+    write_metrics(args.metrics, {"accounting": account.to_dict(), "critiques_by_critic": dict(sorted(counts.items())),
+                                 "critic_model": critic_model, "accuracy": critique_metrics(rows, prompts, params)})
