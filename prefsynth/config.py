@@ -189,7 +189,7 @@ class CriticConfig:
     n_embd: int = _f(64, "Tiny critic: width.")
     n_head: int = _f(2, "Tiny critic: attention heads.")
     n_positions: int = _f(320, "Tiny critic: context in characters (critic prompt + critique); longer examples are skipped.")
-    max_steps: int = _f(600, "Optimizer steps (budget by steps: the whole default dvc repro must stay short).")
+    max_steps: int = _f(500, "Optimizer steps (budget by steps: the whole default dvc repro must stay short).")
     batch_size: int = _f(64, "Sequences per optimizer step.")
     learning_rate: float = _f(3e-3, "AdamW peak learning rate.")
     warmup_steps: int = _f(50, "Linear warm-up steps before the cosine decay.")
@@ -210,7 +210,7 @@ class CritiquesConfig:
                               "prefsynth/templates/critique.txt.")
     model_critic: PolicyConfig = field(default_factory=lambda: PolicyConfig(batch_size=256), metadata={
         "help": "The model critic's backend (policy.* keys); model null: the run's models/critic."})
-    model_max_responses: int | None = _f(4000, "Model critiques for the first N responses by id (null: all); "
+    model_max_responses: int | None = _f(2000, "Model critiques for the first N responses by id (null: all); "
                                          "the rule critic covers every response.")
     max_new_tokens: int = _f(128, "Longest model critique, in tokens.")
     temperature: float = _f(0.0, "Model critic sampling temperature (0: greedy).")
