@@ -17,6 +17,7 @@ STAGES = {
     "critiques": "prefsynth.pipelines.critiques",
     "pairs": "prefsynth.pipelines.pairs",
     "prune": "prefsynth.pipelines.prune",
+    "prune": "prefsynth.pipelines.prune",
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
 }

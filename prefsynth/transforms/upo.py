@@ -126,7 +126,7 @@ def train_estimator(policy_path: str, trusted: Sequence[dict], out_dir: str, *, 
         learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0, max_length=max_length,
         use_cpu=True, bf16=False, fp16=False, report_to=[], save_strategy="no", logging_steps=10 ** 9,
         disable_tqdm=True, seed=seed_for(seed, "upo", "estimator_train") % (2 ** 31), dataset_num_proc=None,
-        gradient_checkpointing=False)
+        activation_checkpointing=False)
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     trainer.train()
     return trainer.model, tok

@@ -1,0 +1,266 @@
+"""prune stage: candidate pairs (data/candidates) -> the TRL-ready pairs training reads (data/pairs).
+
+In order, every decision recorded:
+1. self-consistency agreement filter: pairs of `selection.agreement_filter_sources` from prompts
+   whose majority answer has less than `min_agreement` of the samples are dropped (low_agreement);
+2. UPO (transforms/upo.py): an estimator (the policy's backbone as a reward model, TRL
+   RewardTrainer on verifier pairs of a hash split of prompts) scores every pair with T MC-dropout
+   passes; pairs of `upo.sources` whose pass majority contradicts the label are dropped, the rest
+   sampled easy (1 - BALD) / hard (BALD); every pair carries uncertainty_mean/var/bald;
+3. one pair per content across sources (the trusted source wins; a pair contradicting a trusted
+   one is dropped).
+Kept pairs go to data/pairs/{response,step} (kept_reason says why), dropped ones to
+data/pairs/pruned (kept_reason = "dropped: why"); other candidate views (kto, prm, critique, ...)
+are copied through; with `selection.conversational` also <level>_conversational views.
+metrics/selection.json: pair precision against the arith ground truth per level and source,
+before and after each filter, with the fraction kept, on prompts the estimator never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+
+from prefsynth.config import Params, load_params
+from prefsynth.pipelines.pairs import truly_better
+from prefsynth.pipelines.stage import Output, run_stage, write_metrics
+from prefsynth.schemas.io import ReadDataset, WriteDataset, dataset_files, read_records, read_table
+from prefsynth.transforms import self_consistency as sc
+from prefsynth.transforms import upo
+from prefsynth.transforms.deadletters import count_dropped, count_in
+
+STAGE = "prune"
+LEVELS = ("response", "step")
+log = logging.getLogger("prefsynth")
+
+
+def _matches(source: str | None, prefixes) -> bool:
+    return source is not None and any(source.startswith(p) for p in prefixes)
+
+
+def agreement_by_prompt(responses: list[dict]) -> dict[str, sc.Consistency]:
+    by_prompt = collections.defaultdict(list)
+    for r in responses:
+        by_prompt[r["prompt_id"]].append(r)
+    return {pid: sc.consistency(sorted(rs, key=lambda r: r["response_id"])) for pid, rs in by_prompt.items()}
+
+
+def agreement_filter(pairs: list[dict], agreement: dict[str, sc.Consistency], sources, min_agreement: float) -> dict:
+    """pair_id -> drop reason for pairs of `sources` from prompts with a weak majority."""
+    out = {}
+    for p in pairs:
+        c = agreement.get(p["prompt_id"])
+        if _matches(p["label_source"], sources) and (c is None or c.agreement < min_agreement):
+            out[p["pair_id"]] = f"low_agreement: majority {0 if c is None else c.agreement:.2f} < {min_agreement:g}"
+    return out
+
+
+def conversational(p: dict, prompt: dict) -> dict:
+    """TRL's conversational preference row: the prompt's messages (+ the step prefix as an assistant turn
+    that chosen/rejected continue), chosen and rejected as assistant messages."""
+    messages = list(prompt.get("messages") or [{"role": "user", "content": prompt["prompt"]}])
+    prefix = p["prompt"][len(prompt["prompt"]):] if p["prompt"].startswith(prompt["prompt"]) else ""
+    if prefix:
+        messages.append({"role": "assistant", "content": prefix})
+    return {"pair_id": p["pair_id"], "prompt_id": p["prompt_id"], "level": p["level"], "prompt": messages,
+            "chosen": [{"role": "assistant", "content": p["chosen"]}],
+            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+            "weight": p["weight"], "label_source": p["label_source"]}
+
+
+def score_pairs(pairs: list[dict], trusted: list[dict], policy: str, cfg, seed: int, work_dir: str) -> tuple[dict, dict]:
+    """Train the estimator on `trusted` pairs, MC-dropout score `pairs`: pair_id -> (mean, var, bald, agree)."""
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
+    t0 = time.perf_counter()
+    fits = [p for p in trusted if len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) < cfg.max_length]
+    model, tok = upo.train_estimator(policy, fits, work_dir, dropout=cfg.dropout, epochs=cfg.epochs,
+                                     max_steps=cfg.max_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                                     max_length=cfg.max_length, seed=seed, threads=cfg.torch_threads)
+    t1 = time.perf_counter()
+    texts = sorted({upo.estimator_text(p["prompt"], side, tok.eos_token) for p in pairs for side in (p["chosen"], p["rejected"])})
+    index = {t: i for i, t in enumerate(texts)}
+    rewards = upo.mc_dropout_rewards(model, tok, texts, cfg.passes, seed, cfg.score_batch_size, cfg.max_length)
+    ci = [index[upo.estimator_text(p["prompt"], p["chosen"], tok.eos_token)] for p in pairs]
+    ri = [index[upo.estimator_text(p["prompt"], p["rejected"], tok.eos_token)] for p in pairs]
+    mean, var, bald, agree = upo.uncertainty(upo.pair_probabilities(rewards, ci, ri))
+    t2 = time.perf_counter()
+    scores = {p["pair_id"]: (float(mean[i]), float(var[i]), float(bald[i]), float(agree[i])) for i, p in enumerate(pairs)}
+    info = {"trusted_pairs": len(fits), "texts_scored": len(texts), "passes": cfg.passes,
+            "train_s": round(t1 - t0, 1), "score_s": round(t2 - t1, 1)}
+    return scores, info
+
+
+def decide(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], params: Params, policy: str | None,
+           work_dir: str) -> tuple[list[dict], dict[str, str], dict]:
+    """All decisions, pure of Beam: (pairs with uncertainty columns, pair_id -> drop reason, info).
+
+    Drop reasons are '<key>: <detail>'; the key is the dropped counter's name.
+    """
+    sel, cfg = params.selection, params.selection.upo
+    pairs = sorted((dict(p) for p in pairs), key=lambda p: p["pair_id"])
+    dropped = agreement_filter(pairs, agreement_by_prompt(responses), sel.agreement_filter_sources, sel.min_agreement)
+    info: dict = {}
+    if cfg.enabled and policy:
+        trusted = [p for p in pairs if _matches(p["label_source"], cfg.trusted_sources)
+                   and upo.is_trusted_prompt(params.seed, p["prompt_id"], cfg.trusted_fraction)]
+        trusted = trusted[:cfg.max_trusted_pairs]
+        to_score = [p for p in pairs if cfg.score_all or (p["pair_id"] not in dropped
+                                                          and _matches(p["label_source"], cfg.sources))]
+        scores, info = score_pairs(to_score, trusted, policy, cfg, params.seed, work_dir)
+        for p in to_score:
+            p["uncertainty_mean"], p["uncertainty_var"], p["uncertainty_bald"], _ = scores[p["pair_id"]]
+        groups = collections.defaultdict(list)
+        for p in pairs:
+            if p["pair_id"] not in dropped and _matches(p["label_source"], cfg.sources):
+                groups[(p["level"], p["label_source"])].append(p)
+        for key, group in sorted(groups.items()):
+            ids = [p["pair_id"] for p in group]
+            s = np.array([scores[i] for i in ids])
+            for p, d in zip(group, upo.select(ids, s[:, 0], s[:, 2], s[:, 3], min_agree=cfg.min_agree,
+                                              keep_fraction=cfg.keep_fraction, hard_fraction=cfg.bald_rate,
+                                              seed=params.seed)):
+                if d.kept:
+                    p["kept_reason"] = f"{p['kept_reason']}; {d.reason}"
+                    if cfg.confidence_weight:
+                        p["weight"] = float(p["weight"] if p["weight"] is not None else 1.0) * p["uncertainty_mean"]
+                else:
+                    dropped[p["pair_id"]] = ("upo_contradicted: " if d.reason.startswith("contradicted")
+                                             else "upo_not_sampled: ") + d.reason
+    # one pair per content: trusted sources first, then the order of pair ids
+    rank = {pid: i for i, pid in enumerate(p["pair_id"] for p in sorted(
+        pairs, key=lambda p: (not _matches(p["label_source"], cfg.trusted_sources), p["pair_id"])))}
+    seen: dict[tuple, dict] = {}
+    for p in sorted(pairs, key=lambda p: rank[p["pair_id"]]):
+        if p["pair_id"] in dropped:
+            continue
+        key = (p["level"], p["prompt"], frozenset((p["chosen"], p["rejected"])))
+        if key in seen:
+            first = seen[key]
+            same_way = first["chosen"] == p["chosen"]
+            dropped[p["pair_id"]] = (f"duplicate: same pair as {first['pair_id']} ({first['label_source']})" if same_way
+                                     else f"contradicts_trusted: reversed {first['pair_id']} ({first['label_source']})")
+        else:
+            seen[key] = p
+    return pairs, dropped, info
+
+
+def _precision(rows: list[dict], prompts: dict[str, dict]) -> dict:
+    truth = [truly_better(p, prompts[p["prompt_id"]]) for p in rows]
+    truth = [t for t in truth if t is not None]
+    return {"pairs": len(rows), "precision": round(sum(truth) / len(truth), 4) if truth else None}
+
+
+def selection_report(pairs: list[dict], dropped: dict[str, str], prompts: dict[str, dict], params: Params) -> dict:
+    """Pair precision per level/source before and after each filter, on prompts the estimator did not train on."""
+    cfg = params.selection.upo
+    held = [p for p in pairs if not upo.is_trusted_prompt(params.seed, p["prompt_id"], cfg.trusted_fraction)]
+    groups = collections.defaultdict(list)
+    for p in held:
+        groups[f"{p['level']}/{p['label_source']}"].append(p)
+    out, goal = {}, {}
+    for key, rows in sorted(groups.items()):
+        reason = [dropped.get(p["pair_id"], "") for p in rows]
+        after_agree = [p for p, r in zip(rows, reason) if not r.startswith("low_agreement")]
+        after_contra = [p for p, r in zip(rows, reason) if not r.startswith(("low_agreement", "upo_contradicted"))]
+        after_upo = [p for p, r in zip(rows, reason) if not r.startswith(("low_agreement", "upo_"))]
+        final = [p for p, r in zip(rows, reason) if not r]
+        stages = {"candidates": _precision(rows, prompts), "after_agreement_filter": _precision(after_agree, prompts),
+                  "after_upo_contradiction": _precision(after_contra, prompts),
+                  "after_upo": _precision(after_upo, prompts), "final": _precision(final, prompts)}
+        for s in stages.values():
+            s["kept_fraction"] = round(s["pairs"] / len(rows), 4) if rows else None
+        # UPO alone, measured from the pairs the agreement filter let through
+        upo_in, upo_out = stages["after_agreement_filter"], stages["after_upo"]
+        if upo_in["pairs"] and upo_in["precision"] is not None and upo_out["precision"] is not None:
+            stages["upo_gain_points"] = round(100 * (upo_out["precision"] - upo_in["precision"]), 2)
+            stages["upo_kept_fraction"] = round(upo_out["pairs"] / upo_in["pairs"], 4)
+        out[key] = stages
+        if _matches(key.split("/", 1)[1], cfg.sources) and "upo_gain_points" in stages:
+            goal[key] = {"gain_points": stages["upo_gain_points"], "kept_fraction": stages["upo_kept_fraction"],
+                         "met": stages["upo_gain_points"] >= 10 and stages["upo_kept_fraction"] >= 0.5}
+    return {"precision": out, "upo_goal_>=10pts_at_>=50pct_kept": goal,
+            "heldout_prompts": len({p["prompt_id"] for p in held})}
+
+
+def _route(element, dropped: dict, conv: bool, prompts: dict):
+    count_in()
+    why = dropped.get(element["pair_id"])
+    if why:
+        count_dropped(why.split(":", 1)[0])
+        yield beam.pvalue.TaggedOutput("pruned", {**element, "kept_reason": f"dropped: {why}"})
+        return
+    yield beam.pvalue.TaggedOutput(element["level"], element)
+    if conv:
+        yield beam.pvalue.TaggedOutput(f"{element['level']}_conversational",
+                                       conversational(element, prompts[element["prompt_id"]]))
+
+
+def build(pipeline, params: Params, pairs: list[dict], dropped: dict, prompts: dict, copies: list[str],
+          candidates: str, out: dict[str, str]) -> None:
+    sel = params.selection
+    tags = ["pruned", *LEVELS] + ([f"{lv}_conversational" for lv in LEVELS] if sel.conversational else [])
+    routed = (pipeline | "Pairs" >> beam.Create(pairs, reshuffle=False)
+              | "Route" >> beam.FlatMap(_route, dropped, sel.conversational, prompts).with_outputs(*tags))
+    for tag in tags:
+        dataset = "pairs_conversational" if tag.endswith("_conversational") else "pairs"
+        routed[tag] | f"Write_{tag}" >> WriteDataset(out[tag], dataset, STAGE, sel.num_shards)
+    for view in copies:  # other views (kto, prm, critique, ...) pass through unchanged
+        dataset = read_table(f"{candidates}/{view}").schema.metadata[b"prefsynth.dataset"].decode()
+        (pipeline | f"Read_{view}" >> ReadDataset(f"{candidates}/{view}")
+         | f"Copy_{view}" >> WriteDataset(out[view], dataset, STAGE, sel.num_shards))
+    (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="prefsynth prune", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prompts", default="data/prompts")
+    ap.add_argument("--responses", default="data/responses")
+    ap.add_argument("--candidates", default="data/candidates")
+    ap.add_argument("--policy", default="models/policy-0", help="backbone of the UPO estimator")
+    ap.add_argument("--out", default="data/pairs")
+    ap.add_argument("--dead", default="data/deadletter/prune")
+    ap.add_argument("--metrics", default="metrics/selection.json")
+    ap.add_argument("--reports", default="reports")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    start = time.perf_counter()
+    prompts_table = read_table(args.prompts)
+    prompts = {r["prompt_id"]: r for r in prompts_table.to_pylist()}
+    candidates = [p for lv in LEVELS if dataset_files(f"{args.candidates}/{lv}")
+                  for p in read_records(f"{args.candidates}/{lv}")]
+    with tempfile.TemporaryDirectory(prefix="upo-") as work:
+        pairs, dropped, info = decide(candidates, prompts, read_records(args.responses), params, args.policy, work)
+    copies = sorted(d.name for d in Path(args.candidates).iterdir() if d.is_dir() and d.name not in LEVELS
+                    and not d.name.endswith(".partial")) if "://" not in args.candidates else []
+    tags = ["pruned", *LEVELS] + ([f"{lv}_conversational" for lv in LEVELS] if params.selection.conversational else [])
+    outs = {t: Output(f"{args.out}/{t}", "pairs_conversational" if t.endswith("_conversational") else "pairs")
+            for t in tags}
+    for view in copies:
+        outs[view] = Output(f"{args.out}/{view}", read_table(f"{args.candidates}/{view}").schema.metadata[
+            b"prefsynth.dataset"].decode())
+    outs["dead"] = Output(args.dead, "dead_letters")
+    used = {p["prompt_id"] for p in pairs} | set()
+    account = run_stage(
+        STAGE, params.beam, outs, "response", "dead",
+        lambda pl, out: build(pl, params, pairs, dropped, {k: prompts[k] for k in used}, copies, args.candidates, out),
+        count_out=lambda staged: sum(read_table(staged[lv]).num_rows for lv in LEVELS),
+        refs={"prompt_id": prompts_table.column("prompt_id").to_pylist()}, reports_dir=args.reports,
+    )
+    report = selection_report(pairs, dropped, prompts, params)
+    write_metrics(args.metrics, {"accounting": account.to_dict(), "estimator": info, **report,
+                                 "wall_s": round(time.perf_counter() - start, 1)})
+    log.info("[prune] selection metrics in %s", args.metrics)
+
+
+if __name__ == "__main__":
+    main()
