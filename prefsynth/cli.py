@@ -17,7 +17,6 @@ STAGES = {
     "critiques": "prefsynth.pipelines.critiques",
     "pairs": "prefsynth.pipelines.pairs",
     "prune": "prefsynth.pipelines.prune",
-    "prune": "prefsynth.pipelines.prune",
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
 }

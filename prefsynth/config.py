@@ -184,6 +184,41 @@ class PairsConfig:
 
 
 @dataclass
+class CriticConfig:
+    n_layer: int = _f(2, "Tiny critic: transformer layers.")
+    n_embd: int = _f(64, "Tiny critic: width.")
+    n_head: int = _f(2, "Tiny critic: attention heads.")
+    n_positions: int = _f(320, "Tiny critic: context in characters (critic prompt + critique); longer examples are skipped.")
+    max_steps: int = _f(500, "Optimizer steps (budget by steps: the whole default dvc repro must stay short).")
+    batch_size: int = _f(64, "Sequences per optimizer step.")
+    learning_rate: float = _f(3e-3, "AdamW peak learning rate.")
+    warmup_steps: int = _f(50, "Linear warm-up steps before the cosine decay.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    correct_fraction: float = _f(0.5, "Target share of truly-correct solutions among training examples "
+                                 "(planted errors and canonical solutions fill up to it).")
+    max_response_examples: int | None = _f(None, "Critiques of policy responses used for training at most "
+                                           "(a seeded subset); null: all of the trained-on prompts'.")
+    heldout_fraction: float = _f(0.1, "Share of train-split prompts (by hash) held out with every test prompt.")
+    eval_examples: int = _f(600, "Held-out critiques generated to measure the critic (half responses, half planted).")
+    torch_threads: int = _f(2, "CPU threads for torch (fixed so runs are reproducible).")
+
+
+@dataclass
+class CritiquesConfig:
+    critics: list = _f(["rule", "model"], "Critics to run: rule (exact, arith) and/or model (any backend).")
+    template: str | None = _f(None, "Critic prompt template file ({problem}, {steps}); null: the packaged "
+                              "prefsynth/templates/critique.txt.")
+    model_critic: PolicyConfig = field(default_factory=lambda: PolicyConfig(batch_size=256), metadata={
+        "help": "The model critic's backend (policy.* keys); model null: the run's models/critic."})
+    model_max_responses: int | None = _f(2000, "Model critiques for the first N responses by id (null: all); "
+                                         "the rule critic covers every response.")
+    max_new_tokens: int = _f(128, "Longest model critique, in tokens.")
+    temperature: float = _f(0.0, "Model critic sampling temperature (0: greedy).")
+    responses_per_batch: int = _f(256, "Responses per model-critic call.")
+    num_shards: int = _f(2, "Parquet files written for data/critiques.")
+
+
+@dataclass
 class UPOConfig:
     enabled: bool = _f(True, "Run UPO pruning (false: candidates pass through with no uncertainty columns).")
     sources: list = _f(["self_consistency", "self_certainty", "p_true", "judge", "mcts_q"],
@@ -247,7 +282,6 @@ class Params:
     mcts: MCTSStageConfig = field(default_factory=MCTSStageConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     card: CardConfig = field(default_factory=CardConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)

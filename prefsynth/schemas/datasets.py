@@ -166,21 +166,6 @@ PAIRS_CONVERSATIONAL = pa.schema(
     ]
 )
 
-# TRL's conversational preference format: the prompt as messages (a step pair's shared prefix is a final
-# assistant message that chosen/rejected continue), chosen and rejected as assistant messages.
-PAIRS_CONVERSATIONAL = pa.schema(
-    [
-        pa.field("pair_id", pa.string(), nullable=False),
-        pa.field("prompt_id", pa.string(), nullable=False),
-        pa.field("level", pa.string(), nullable=False),
-        pa.field("prompt", pa.list_(MESSAGE), nullable=False),
-        pa.field("chosen", pa.list_(MESSAGE), nullable=False),
-        pa.field("rejected", pa.list_(MESSAGE), nullable=False),
-        pa.field("weight", pa.float64()),
-        pa.field("label_source", pa.string()),
-    ]
-)
-
 DEAD_LETTERS = pa.schema(
     [
         pa.field("stage", pa.string(), nullable=False),
@@ -199,7 +184,6 @@ SCHEMAS: dict[str, pa.Schema] = {
     "labels": LABELS,
     "pairs": PAIRS,
     "pairs_conversational": PAIRS_CONVERSATIONAL,
-    "pairs_conversational": PAIRS_CONVERSATIONAL,
     "kto": KTO,
     "prm": PRM,
     "critiques": CRITIQUES,
@@ -213,7 +197,6 @@ KEYS: dict[str, tuple[str, ...]] = {
     "tree_nodes": ("node_id",),
     "labels": ("label_id",),
     "pairs": ("pair_id",),
-    "pairs_conversational": ("pair_id",),
     "pairs_conversational": ("pair_id",),
     "kto": ("example_id",),
     "prm": ("example_id",),

@@ -114,9 +114,6 @@ def expectations(dataset: str, refs: dict[str, list] | None = None) -> list:
     if dataset == "pairs_conversational":
         return [*key("pair_id"), *required("weight"), *fk("prompt_id", "prompt_id"),
                 E.ExpectColumnValuesToBeInSet(column="level", value_set=LEVELS)]
-    if dataset == "pairs_conversational":
-        return [*key("pair_id"), *required("weight"), *fk("prompt_id", "prompt_id"),
-                E.ExpectColumnValuesToBeInSet(column="level", value_set=LEVELS)]
     if dataset == "kto":
         return [*key("example_id"), *required("prompt", "completion", "label"), *fk("prompt_id", "prompt_id")]
     if dataset == "prm":
