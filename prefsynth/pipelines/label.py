@@ -1,26 +1,42 @@
-"""label stage: responses -> data/labels: exact verifier labels, and Monte-Carlo step labels.
+"""label stage: responses -> data/labels: exact verifiers, Monte-Carlo step labels, LLM judges.
 
 MC labels follow Math-Shepherd (k rollouts from every step prefix; hard and soft labels) and
 OmegaPRM (binary search for the first wrong step with fewer rollouts). metrics/labels.json
 scores the detected first wrong step against the exact verifier in the arith world, and the
 rollouts each method spent.
+
+LLM judges (transforms/judges.py: P(True), pointwise Likert, pairwise A/B in both orders, TICK)
+run through the backend protocol with the policy itself or another model as judge. The
+`quality` section of the metrics scores every labeler against the verifier where ground truth
+exists (accuracy, ECE, Brier, AUROC, mean confidence), with the pairwise position-inconsistency
+rate and, for a self-judge, self-preference; plots/reliability/ holds the reliability diagrams.
+
+Accounting has two units in one ledger: every response (in; out when it has a verifier or MC
+label; dropped when there is nothing to verify against), plus every judge work item (in; out
+when it produced labels; dead when the judge failed or its output could not be parsed).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import csv
+import dataclasses
+from pathlib import Path
 
 import apache_beam as beam
 
+from prefsynth import calibration
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
-from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_records, read_table
+from prefsynth.schemas.io import ReadDataset, WriteDataset, read_records, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import count_dropped
 from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
-from prefsynth.transforms.label_beam import MCLabelHandler, verifier_rows
+from prefsynth.transforms.deadletters import DEAD
+from prefsynth.transforms.judges import LABELERS as JUDGE_LABELERS
+from prefsynth.transforms.label_beam import EmitJudgeLabels, JudgeHandler, MCLabelHandler, judge_target, verifier_rows
 from prefsynth.transforms.mc_labels import detection_scores
 
 STAGE = "label"
@@ -33,6 +49,59 @@ def _join(element):
         yield resp, prompts[0]
 
 
+def judge_policy(params: Params, model: str) -> tuple:
+    """(backend config, model) of the judge: the policy itself unless label.judge names another."""
+    j = params.label.judge
+    cfg = dataclasses.replace(params.policy, backend=j.backend or params.policy.backend,
+                              base_url=j.base_url or params.policy.base_url, model=j.model or model)
+    return cfg, j.model or model
+
+
+def _first(pcoll, cap: int | None, key, label: str):
+    """Elements whose key is among the `cap` smallest keys (all when cap is None)."""
+    if cap is None:
+        return pcoll
+    smallest = (pcoll | f"{label}Keys" >> beam.Map(key) | f"{label}Distinct" >> beam.Distinct()
+                | f"{label}Smallest" >> beam.combiners.Top.Smallest(cap) | f"{label}Set" >> beam.Map(set))
+    return pcoll | f"{label}Keep" >> beam.Filter(lambda x, keep: key(x) in keep, beam.pvalue.AsSingleton(smallest))
+
+
+def judge_items(grouped, joined, params: Params):
+    """Judge work items of the enabled judges, each capped (ids sort so a judge's items batch together)."""
+    from prefsynth.transforms.judges import make_pairs
+
+    cfg, names = params.label.judge, params.label.judges
+    outs = []
+
+    def per_response(judge, cap, label):
+        chosen = _first(joined, cap, lambda pair: pair[0]["response_id"], label)
+        return chosen | f"{label}Items" >> beam.MapTuple(
+            lambda resp, prompt: {"id": f"{judge}/{resp['response_id']}", "judge": judge,
+                                  "target": judge_target(resp, prompt)})
+
+    if "p_true" in names:
+        outs.append(per_response("p_true", cfg.p_true_max_responses, "PTrue"))
+    if "pointwise" in names:
+        outs.append(per_response("pointwise", cfg.pointwise_max_responses, "Pointwise"))
+    if "tick" in names:
+        # whole prompts, so one checklist serves all of a prompt's responses (ids keep them in one batch)
+        chosen = _first(joined, cfg.tick_max_prompts, lambda pair: pair[0]["prompt_id"], "Tick")
+        outs.append(chosen | "TickItems" >> beam.MapTuple(
+            lambda resp, prompt: {"id": f"tick/{resp['prompt_id']}/{resp['response_id']}", "judge": "tick",
+                                  "target": judge_target(resp, prompt)}))
+    if "pairwise" in names:
+        def pairs_of(element):
+            _, g = element
+            prompts = list(g["prompts"])
+            if not prompts:
+                return
+            for pr in make_pairs([judge_target(r, prompts[0]) for r in g["responses"]]):
+                yield {"id": f"pairwise/{pr.pair_id}", "judge": "pairwise", "pair": pr}
+        pairs = grouped | "PairItems" >> beam.FlatMap(pairs_of)
+        outs.append(_first(pairs, cfg.pairwise_max_pairs, lambda it: it["id"], "Pairwise"))
+    return outs
+
+
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_path: str, model: str,
           out: dict[str, str]) -> None:
     from apache_beam.ml.inference.base import RunInference
@@ -40,11 +109,9 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
     cfg = params.label
     prompts = pipeline | "ReadPrompts" >> ReadDataset(prompts_path) | "KeyP" >> beam.Map(lambda r: (r["prompt_id"], r))
     responses = pipeline | "ReadResponses" >> ReadDataset(responses_path)
-    joined = (
-        {"prompts": prompts, "responses": responses | "KeyR" >> beam.Map(lambda r: (r["prompt_id"], r))}
-        | "Join" >> beam.CoGroupByKey()
-        | "Pairs" >> beam.FlatMap(_join)
-    )
+    grouped = ({"prompts": prompts, "responses": responses | "KeyR" >> beam.Map(lambda r: (r["prompt_id"], r))}
+               | "Join" >> beam.CoGroupByKey())
+    joined = grouped | "Pairs" >> beam.FlatMap(_join)
 
     def count_in(pair):
         beam.metrics.Metrics.counter(NAMESPACE, "in").inc()
@@ -69,9 +136,40 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
         | "MCRollouts" >> RunInference(handler)
         | "MCRows" >> beam.FlatMap(lambda result: result.inference)
     )
-    ((verified, mc) | "All" >> beam.Flatten()
+    label_sets = [verified, mc]
+    dead = pipeline | "NoDead" >> beam.Create([])
+    items = judge_items(grouped, joined, params)
+    if items:
+        def count_item(item):
+            beam.metrics.Metrics.counter(NAMESPACE, "in").inc()  # a judge work item is a unit of the ledger
+            return item
+
+        judge_cfg, judge_model = judge_policy(params, model)
+        judged = (
+            items | "AllJudgeItems" >> beam.Flatten() | "CountJudgeIn" >> beam.Map(count_item)
+            | "BatchJudge" >> DeterministicBatches(cfg.judge.items_per_batch, key="id")
+            | "Judge" >> RunInference(JudgeHandler(judge_cfg, judge_model, cfg.judge, params.seed, STAGE))
+            | "JudgeRows" >> beam.ParDo(EmitJudgeLabels(STAGE)).with_outputs(DEAD, main="labels")
+        )
+        label_sets.append(judged.labels)
+        dead = judged[DEAD]
+    (label_sets | "All" >> beam.Flatten()
      | "WriteLabels" >> WriteDataset(out["labels"], "labels", STAGE, cfg.num_shards))
-    (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+    dead | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+
+
+def count_label_out(labels_path: str) -> int:
+    """Responses with a verifier/MC label, plus judge items that produced labels (one per
+    (labeler, target_id): a response's P(True) rows are one item, a pair's row names response A)."""
+    from prefsynth.schemas.io import dataset_files
+
+    if not dataset_files(labels_path):
+        return 0
+    t = read_table(labels_path).select(["target_id", "labeler"]).to_pylist()
+    judges = set(JUDGE_LABELERS.values())
+    responses = {r["target_id"] for r in t if r["labeler"] not in judges}
+    items = {(r["labeler"], r["target_id"]) for r in t if r["labeler"] in judges}
+    return len(responses) + len(items)
 
 
 def mc_metrics(labels: list[dict], responses: dict[str, dict], prompts: dict[str, dict], methods) -> dict:
@@ -99,6 +197,80 @@ def mc_metrics(labels: list[dict], responses: dict[str, dict], prompts: dict[str
     return out
 
 
+def ground_truth(labels: list[dict]) -> tuple[dict, dict]:
+    """Verifier verdicts: response_id -> correct, and (response_id, step) -> correct."""
+    responses, steps = {}, {}
+    for r in labels:
+        if r["labeler"].startswith("verifier_"):
+            if r["target_kind"] == "response":
+                responses[r["target_id"]] = r["score"] == 1.0
+            elif r["target_kind"] == "step":
+                steps[(r["target_id"], r["step_index"])] = r["score"] == 1.0
+    return responses, steps
+
+
+def quality_metrics(labels: list[dict], self_judge: bool) -> tuple[dict, list[dict]]:
+    """Every non-verifier labeler scored against the verifiers where they give ground truth.
+
+    Returns (the `quality` metrics section, reliability-diagram rows). A labeler's `score` is read
+    as its P(correct) (pairs: P(A better), against truth only on pairs where exactly one is right).
+    """
+    truth_r, truth_s = ground_truth(labels)
+    groups: dict[tuple[str, str], tuple[list, list, list]] = collections.defaultdict(lambda: ([], [], []))
+    pair_rows: dict[str, list[dict]] = collections.defaultdict(list)
+    for r in labels:
+        if r["labeler"].startswith("verifier_") or r["score"] is None:
+            continue
+        kind = r["target_kind"]
+        if kind == "response":
+            truth = truth_r.get(r["target_id"])
+        elif kind == "step":
+            truth = truth_s.get((r["target_id"], r["step_index"]))
+        else:
+            pair_rows[r["labeler"]].append(r)
+            a, b = truth_r.get(r["target_id"]), truth_r.get(r["other_id"])
+            truth = a if a is not None and b is not None and a != b else None
+        if truth is None:
+            continue
+        probs, truths, confs = groups[(r["labeler"], kind)]
+        probs.append(min(max(r["score"], 0.0), 1.0))
+        truths.append(truth)
+        confs.append(r["confidence"])
+    out: dict[str, dict] = collections.defaultdict(dict)
+    plot_rows: list[dict] = []
+    for (labeler, kind), (probs, truths, confs) in sorted(groups.items()):
+        q = calibration.quality(probs, truths, confs)
+        if self_judge and kind == "response" and labeler in set(JUDGE_LABELERS.values()):
+            # DBG-style self-preference: how much better the judge finds the policy's own outputs than they are
+            q["self_preference"] = q["mean_score"] - q["true_rate"]
+        out[labeler][kind] = q
+        plot_rows += calibration.bins_as_rows(labeler, kind, calibration.reliability_bins(probs, truths))
+    for labeler, rows in sorted(pair_rows.items()):
+        block = out[labeler].setdefault("pair", {"n": 0})
+        inconsistent = sum(r["label"] == "position_inconsistent" for r in rows)
+        block.update(n_judged=len(rows), n_position_inconsistent=inconsistent,
+                     position_inconsistency_rate=inconsistent / len(rows))
+    return dict(out), plot_rows
+
+
+def write_reliability(plots_dir: str, rows: list[dict]) -> None:
+    """One CSV per (labeler, target kind): the reliability diagram DVC plots (confidence vs accuracy)."""
+    path = Path(plots_dir)
+    if path.exists():
+        for old in path.glob("*.csv"):
+            old.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    by: dict[str, list[dict]] = collections.defaultdict(list)
+    for r in rows:
+        by[f"{r['labeler']}_{r['target_kind']}"].append(r)
+    for name, rs in sorted(by.items()):
+        with open(path / f"{name}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["bin", "lower", "upper", "confidence", "accuracy", "count"])
+            w.writeheader()
+            for r in rs:
+                w.writerow({k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in w.fieldnames})
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="prefsynth label", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -109,18 +281,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dead", default="data/deadletter/label")
     ap.add_argument("--metrics", default="metrics/labels.json")
     ap.add_argument("--reports", default="reports")
+    ap.add_argument("--plots", default="plots/reliability", help="reliability-diagram CSVs (one per labeler)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     model = resolve_model(args.policy, params.policy)
     account = run_stage(
         STAGE, params.beam, {"labels": Output(args.out, "labels"), "dead": Output(args.dead, "dead_letters")},
         "labels", "dead", lambda p, out: build(p, params, args.prompts, args.responses, model, out),
-        count_out=lambda staged: count_distinct(staged["labels"], "target_id"),
+        count_out=lambda staged: count_label_out(staged["labels"]),
         reports_dir=args.reports,
     )
     labels = read_records(args.out)
     responses = {r["response_id"]: r for r in read_records(args.responses)}
     prompts = {r["prompt_id"]: r for r in read_table(args.prompts).to_pylist()}
     counts = collections.Counter(r["labeler"] for r in labels)
+    quality, plot_rows = quality_metrics(labels, self_judge=params.label.judge.model is None)
+    write_reliability(args.plots, plot_rows)
     write_metrics(args.metrics, {"accounting": account.to_dict(), "labels_by_labeler": dict(sorted(counts.items())),
-                                 "mc_first_error": mc_metrics(labels, responses, prompts, params.label.methods)})
+                                 "mc_first_error": mc_metrics(labels, responses, prompts, params.label.methods),
+                                 "quality": quality})

@@ -85,3 +85,102 @@ class MCLabelHandler(ModelHandler[list, PredictionResult, Any]):
                 out[it.response_id].extend(rows)
                 rollouts.inc(it.rollouts)
         return [PredictionResult(resp, out[resp["response_id"]]) for resp, _ in batch]
+
+
+# ---- LLM judges ---------------------------------------------------------------------------------
+
+def judge_target(resp: dict, prompt: dict):
+    """A (response, prompt) pair as what the judge templates need."""
+    from prefsynth.transforms.judges import Target
+
+    return Target(resp["response_id"], resp["prompt_id"], prompt["task"], prompt["prompt"], resp["text"] or "",
+                  list(resp["steps"] or []), prompt["reference_answer"])
+
+
+class _JudgeModel:
+    def __init__(self, backend, templates):
+        self.backend, self.templates = backend, templates
+
+
+class JudgeHandler(ModelHandler[dict, PredictionResult, Any]):
+    """Batches of judge work items -> (label rows, failures) per item, one judge model per worker.
+
+    An item is {"id", "judge", "target"} (p_true, pointwise, tick) or {"id", "judge", "pair"}
+    (pairwise); items of several judges may share a batch and are grouped by judge here.
+    """
+
+    def __init__(self, policy: PolicyConfig, model: str, judge_cfg, seed: int, stage: str = "label"):
+        super().__init__()
+        self.policy, self.model, self.cfg, self.seed, self.stage = policy, model, judge_cfg, seed, stage
+
+    def should_skip_batching(self) -> bool:
+        return True
+
+    def load_model(self):
+        from prefsynth.backends.factory import make_backend
+        from prefsynth.transforms.judges import load_templates
+
+        # templates are read (and validated) once per worker, beside the model (Beam's shared
+        # handle keeps a weak reference: a plain tuple cannot be one)
+        return _JudgeModel(make_backend(self.policy, self.model), load_templates(self.cfg.template_dir))
+
+    def run_inference(self, batch: Sequence[dict], model, inference_args=None):
+        from prefsynth.transforms import judges as J
+
+        backend, templates = model.backend, model.templates
+        cfg = self.cfg
+        by_judge: dict[str, list[dict]] = {}
+        for item in batch:
+            by_judge.setdefault(item["judge"], []).append(item)
+        rows: dict[tuple[str, str], list[dict]] = {}
+        fails: dict[tuple[str, str], list] = {}
+        for name, items in sorted(by_judge.items()):
+            if name == "p_true":
+                r = J.judge_p_true([i["target"] for i in items], backend, templates, cfg.p_true_steps)
+            elif name == "pointwise":
+                r = J.judge_pointwise([i["target"] for i in items], backend, templates, cfg.mode, self.seed,
+                                      cfg.max_new_tokens)
+            elif name == "pairwise":
+                r = J.judge_pairwise([i["pair"] for i in items], backend, templates, cfg.mode, self.seed,
+                                     cfg.max_new_tokens)
+                inconsistent = sum(row["label"] == "position_inconsistent" for row in r.rows)
+                beam.metrics.Metrics.counter(NAMESPACE, "judge_pairwise_inconsistent").inc(inconsistent)
+            elif name == "tick":
+                r = J.judge_tick([i["target"] for i in items], backend, templates, self.seed, cfg.tick_max_questions,
+                                 cfg.max_new_tokens)
+            else:
+                raise ValueError(f"unknown judge {name!r}")
+            beam.metrics.Metrics.counter(NAMESPACE, f"judge_items.{name}").inc(len(items))
+            for row in r.rows:
+                rows.setdefault((name, row["target_id"]), []).append(row)
+            for f in r.failures:
+                fails.setdefault((name, f.record_id), []).append(f)
+        # each item gets its own rows and failures (keyed by its target: response a for pairs)
+        out = []
+        for item in batch:
+            tid = item["pair"].a.response_id if item["judge"] == "pairwise" else item["target"].response_id
+            key = (item["judge"], tid)
+            out.append(PredictionResult(item, (rows.get(key, []), fails.get(key, []))))
+        return out
+
+
+class EmitJudgeLabels(beam.DoFn):
+    """PredictionResult -> label rows (main) and dead letters (DEAD), one dead letter per failed item."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def process(self, result):
+        from prefsynth.transforms.deadletters import emit_dead
+
+        item = result.example
+        rows, failures = result.inference
+        if failures or not rows:
+            f = failures[0] if failures else None
+            if f is None:  # a judgement with neither rows nor a failure would vanish: make it visible
+                yield emit_dead(self.stage, item["id"], "judge_no_output", f"{item['judge']}: no label produced")
+                return
+            yield emit_dead(self.stage, f.record_id, f.error_type, f"[{item['judge']}] {f.message}",
+                            f.raw_input, f.raw_output)
+            return
+        yield from rows
