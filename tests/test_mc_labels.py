@@ -97,7 +97,10 @@ def test_label_stage_on_the_embedded_world(tmp_path):
     label.main([*c, "--prompts", str(tmp_path / "prompts"), "--responses", str(tmp_path / "resp"), "--policy", policy,
                 "--out", str(tmp_path / "labels"), "--dead", str(tmp_path / "ld"), "--metrics", str(tmp_path / "m.json")])
     m = json.loads((tmp_path / "m.json").read_text())
-    assert m["accounting"]["n_in"] == 12 and m["accounting"]["balanced"]  # every response is verified
+    # every response is verified; each also gets a P(True) judgement (a second unit of the ledger)
+    assert m["accounting"]["counters"]["judge_items.p_true"] == 12
+    assert m["accounting"]["n_in"] == 12 + 12 and m["accounting"]["balanced"]
+    assert m["quality"]["p_true"]["response"]["n"] == 12 and m["labels_by_labeler"]["p_true"] >= 12
     assert m["labels_by_labeler"]["verifier_arith"] >= 12
     assert sum(m["mc_first_error"][k]["responses"] for k in m["mc_first_error"]) <= 2 * 10  # rollouts: first 10
     assert set(m["mc_first_error"]) <= {"binary", "every"}

@@ -281,8 +281,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dead", default="data/deadletter/label")
     ap.add_argument("--metrics", default="metrics/labels.json")
     ap.add_argument("--reports", default="reports")
-    ap.add_argument("--plots", default="plots/reliability", help="reliability-diagram CSVs (one per labeler)")
+    ap.add_argument("--plots", default=None, help="folder of reliability-diagram CSVs (one per labeler and "
+                    "target kind); default plots/reliability beside the default metrics, else <metrics>_reliability/")
     args = ap.parse_args(argv)
+    if args.plots is None:  # never write into the repo's plots/ when the metrics go elsewhere (tests, sweeps)
+        default_metrics = ap.get_default("metrics")
+        args.plots = ("plots/reliability" if args.metrics == default_metrics
+                      else str(Path(args.metrics).with_suffix("")) + "_reliability")
     params = load_params(args.params)
     model = resolve_model(args.policy, params.policy)
     account = run_stage(
