@@ -17,6 +17,8 @@ STAGES = {
     "critiques": "prefsynth.pipelines.critiques",
     "pairs": "prefsynth.pipelines.pairs",
     "prune": "prefsynth.pipelines.prune",
+    "train": "prefsynth.pipelines.train",
+    "evaluate": "prefsynth.pipelines.evaluate",
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
 }

@@ -260,6 +260,45 @@ class SelectionConfig:
 
 
 @dataclass
+class TrainConfig:
+    trainer: str = _f("dpo", "dpo: the policy on preference pairs (WeightedDPOTrainer); kto: the policy on the "
+                      "unpaired view; prm: a process reward model on the stepwise view; reward: a reward model "
+                      "on preference pairs. dpo and kto write the next policy; prm/reward write a scorer.")
+    views: list = _f(["response", "step"], "Pair views of data/pairs to train on (dpo/reward).")
+    label_sources: list | None = _f(None, "Keep only pairs whose label_source starts with one of these; null: all.")
+    max_pairs: int | None = _f(None, "Train on at most N pairs (a seeded subset; equal-count ablations); null: all.")
+    loss_type: list = _f(["sigmoid"], "DPO loss(es) TRL offers: sigmoid, ipo, robust, hinge, bco_pair, apo_zero, "
+                         "sft, ... (several are summed with loss_weights, e.g. [sigmoid, sft] = RPO).")
+    loss_weights: list | None = _f(None, "One weight per loss_type; null: 1 each.")
+    beta: float = _f(0.1, "DPO beta (IPO: the regulariser tau).")
+    label_smoothing: float = _f(0.0, "robust / exo_pair: assumed label-flip probability (cDPO epsilon).")
+    use_pair_weights: bool = _f(True, "Scale each pair's loss by its weight column (cDPO visit-count confidence, "
+                                "UPO confidence).")
+    learning_rate: float = _f(5e-5, "AdamW peak learning rate.")
+    epochs: float = _f(1.0, "Passes over the training pairs.")
+    max_steps: int = _f(-1, "Optimizer steps cap (-1: epochs decide).")
+    batch_size: int = _f(64, "Pairs per optimizer step.")
+    warmup_steps: int = _f(5, "Linear warm-up before the cosine decay.")
+    max_length: int = _f(96, "Longest prompt + completion in tokens (the tiny policy's context).")
+    lora: bool = _f(False, "Train a LoRA adapter (peft) instead of all weights; the adapter is merged on save "
+                    "so the output is a plain model every backend loads.")
+    lora_r: int = _f(8, "LoRA rank.")
+    lora_alpha: int = _f(16, "LoRA alpha.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_target_modules: list | None = _f(None, "Modules LoRA wraps; null: peft's default for the architecture.")
+    torch_threads: int = _f(2, "CPU threads for torch (fixed so runs are reproducible).")
+
+
+@dataclass
+class EvaluateConfig:
+    split: str = _f("test", "Prompts to evaluate on (held out from every training stage).")
+    max_prompts: int | None = _f(500, "First N prompts of the split by id (with a reference answer); null: all.")
+    k: int = _f(8, "Samples per prompt for maj@k, pass@k and sample accuracy (0: greedy only).")
+    temperature: float = _f(0.8, "Sampling temperature of the k samples.")
+    max_new_tokens: int = _f(64, "Longest completion, in tokens.")
+
+
+@dataclass
 class CardConfig:
     license: str = _f("cc-by-4.0", "License of the published dataset (a Hub license id).")
     language: list = _f(["en"], "Languages of the text.")
@@ -286,6 +325,10 @@ class Params:
     card: CardConfig = field(default_factory=CardConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     critiques: CritiquesConfig = field(default_factory=CritiquesConfig)
+    iterations: list = _f([1], "On-policy rounds (dvc.yaml foreach): round r samples with policy-(r-1) and trains "
+                          "policy-r; [1, 2] runs two rounds.")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def _build(cls, data: dict | None, where: str):

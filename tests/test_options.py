@@ -41,7 +41,7 @@ def test_every_param_in_params_yaml_is_known_and_documented(repo):
     load_params(repo / "params.yaml")  # raises on unknown keys
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     for group in ("beam", "prompts", "bootstrap", "policy", "generate", "mcts", "label", "pairs", "selection", "card",
-                  "critic", "critiques"):
+                  "critic", "critiques", "train", "evaluate"):
         cls = type(getattr(Params(), group))
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{group}.{f.name} has no help"

@@ -1,0 +1,104 @@
+"""evaluate stage: every policy of the run on the same held-out test prompts.
+
+Greedy accuracy, maj@k (majority vote over k samples), mean sample accuracy and, for tasks whose
+steps can be checked exactly (arith), per-step accuracy; deltas against the first policy
+(policy-0). Writes metrics/evaluate.json and plots/accuracy.csv (one row per policy) for
+`dvc plots show`. Any task with reference answers and any backend work the same way: with a real
+model and GSM8K-style prompts the stage reports the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import logging
+import time
+from pathlib import Path
+
+from prefsynth.backends.base import SamplingParams
+from prefsynth.backends.factory import make_backend, resolve_model
+from prefsynth.config import EvaluateConfig, load_params
+from prefsynth.ids import seed_for
+from prefsynth.pipelines.stage import write_metrics
+from prefsynth.schemas.io import read_records
+from prefsynth.tasks import arith, get_task
+
+log = logging.getLogger("prefsynth")
+
+
+def majority_answer(answers: list[str | None]) -> str | None:
+    """Most frequent non-empty answer; ties go to the answer seen first (order of the samples)."""
+    counts = collections.Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == best)
+
+
+def evaluate_policy(backend, records: list[dict], cfg: EvaluateConfig, seed: int) -> dict:
+    """Accuracy numbers of one policy on `records` (prompt records with reference answers)."""
+    prompts = [r["prompt"] for r in records]
+    greedy = backend.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens),
+                              [seed_for(seed, r["prompt_id"], "eval-greedy") for r in records])
+    correct, step_fracs = [], []
+    for rec, (c,) in zip(records, greedy):
+        task = get_task(rec["task"])
+        correct.append(task.answers_match(task.extract_answer(c.text), rec["reference_answer"]))
+        if rec["task"] == arith.NAME:  # exact steps: the fraction of the canonical steps written right
+            v = arith.verify_solution(arith.parse_expression(rec["prompt"]), arith.split_steps(c.text))
+            step_fracs.append(sum(v.step_correct[:len(v.expected_steps)]) / len(v.expected_steps))
+    out = {"n_prompts": len(records), "greedy_accuracy": sum(correct) / len(correct),
+           "per_step_accuracy": sum(step_fracs) / len(step_fracs) if step_fracs else None}
+    if cfg.k:
+        samples = backend.generate(prompts, SamplingParams(n=cfg.k, temperature=cfg.temperature,
+                                                           max_new_tokens=cfg.max_new_tokens),
+                                   [seed_for(seed, r["prompt_id"], "eval-sample") for r in records])
+        maj, sample_ok, any_ok = [], [], []
+        for rec, group in zip(records, samples):
+            task = get_task(rec["task"])
+            answers = [task.extract_answer(c.text) for c in group]
+            ok = [task.answers_match(a, rec["reference_answer"]) for a in answers]
+            sample_ok.extend(ok)
+            any_ok.append(any(ok))
+            maj.append(task.answers_match(majority_answer(answers), rec["reference_answer"]))
+        out.update({f"maj_at_{cfg.k}": sum(maj) / len(maj), "sample_accuracy": sum(sample_ok) / len(sample_ok),
+                    f"pass_at_{cfg.k}": sum(any_ok) / len(any_ok)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="prefsynth evaluate", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prompts", default="data/prompts")
+    ap.add_argument("--policies", nargs="+", default=["models/policy-0", "models/policy-1"],
+                    help="policy directories, first = the baseline the deltas are against")
+    ap.add_argument("--metrics", default="metrics/evaluate.json")
+    ap.add_argument("--plots", default="plots/accuracy.csv")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    cfg = params.evaluate
+    records = sorted((r for r in read_records(args.prompts) if r["split"] == cfg.split and r["reference_answer"]),
+                     key=lambda r: r["prompt_id"])
+    records = records[:cfg.max_prompts] if cfg.max_prompts else records
+    if not records:
+        raise ValueError(f"evaluate: no {cfg.split!r} prompts with a reference answer in {args.prompts}")
+    results = {}
+    for path in args.policies:
+        t0 = time.perf_counter()
+        backend = make_backend(params.policy, resolve_model(path, params.policy))
+        results[Path(path).name] = evaluate_policy(backend, records, cfg, params.seed)
+        results[Path(path).name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        log.info("[evaluate] %s: %s", path, results[Path(path).name])
+    base = results[Path(args.policies[0]).name]
+    for name, res in results.items():
+        res["delta_vs_first"] = {k: round(v - base[k], 4) for k, v in res.items()
+                                 if isinstance(v, float) and k != "eval_seconds" and base.get(k) is not None}
+    write_metrics(args.metrics, {"baseline": Path(args.policies[0]).name, "split": cfg.split, "policies": results})
+    Path(args.plots).parent.mkdir(parents=True, exist_ok=True)
+    keys = [k for k in base if isinstance(base[k], float) and k != "eval_seconds"]
+    with open(args.plots, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["round", "policy", *keys])
+        for i, (name, res) in enumerate(results.items()):
+            w.writerow([i, name, *(round(res[k], 4) if res[k] is not None else "" for k in keys)])

@@ -1,0 +1,207 @@
+"""train stage: TRL fine-tuning on data/pairs -> models/policy-(N+1).
+
+`train.trainer` picks the TRL trainer:
+  dpo     WeightedDPOTrainer (TRL's DPOTrainer + per-pair weights + step-aware EOS) on the pair
+          views in `train.views`, any loss TRL offers (`train.loss_type`: sigmoid, ipo, robust, ...)
+  kto     KTOTrainer on the unpaired view (data/pairs/kto)
+  prm     trl.experimental.prm.PRMTrainer on the stepwise view (data/pairs/prm): a step scorer
+  reward  RewardTrainer on the pair views: a sequence scorer (the UPO estimator's trainer)
+dpo and kto write the next policy as a normal HF model directory (LoRA adapters are merged), so
+every backend loads it; prm and reward write the scorer to the same place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from prefsynth.backends.factory import resolve_model
+from prefsynth.config import Params, TrainConfig, load_params
+from prefsynth.ids import seed_for
+from prefsynth.pipelines.stage import write_metrics
+from prefsynth.schemas.io import read_records
+from prefsynth.tasks import get_task
+
+log = logging.getLogger("prefsynth")
+TRAINERS = ("dpo", "kto", "prm", "reward")
+
+
+def select_pairs(rows: list[dict], cfg: TrainConfig, seed: int) -> list[dict]:
+    """The pairs to train on: label sources kept, a seeded subset of at most max_pairs, in pair-id order."""
+    if cfg.label_sources is not None:
+        rows = [r for r in rows if any((r.get("label_source") or "").startswith(s) for s in cfg.label_sources)]
+    rows = sorted(rows, key=lambda r: r["pair_id"])
+    if cfg.max_pairs is not None and len(rows) > cfg.max_pairs:
+        rows = sorted(rows, key=lambda r: seed_for(seed, r["pair_id"], "train-subset"))[:cfg.max_pairs]
+        rows.sort(key=lambda r: r["pair_id"])
+    return rows
+
+
+def ends_solution(text: str, level: str, task_name: str | None) -> bool:
+    """Whether a completion finishes a solution (gets an EOS): response-level always; a step only
+    when it holds the final answer."""
+    if level != "step":
+        return True
+    task = get_task(task_name) if task_name else None
+    return bool(task and task.extract_answer(text) is not None)
+
+
+def preference_rows(rows: list[dict], tasks: dict[str, str], use_weights: bool) -> list[dict]:
+    out = []
+    for r in rows:
+        task = tasks.get(r["prompt_id"])
+        row = {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+               "ends_chosen": ends_solution(r["chosen"], r["level"], task),
+               "ends_rejected": ends_solution(r["rejected"], r["level"], task)}
+        if use_weights:
+            w = r.get("weight")
+            row["weight"] = 1.0 if w is None else float(w)
+        out.append(row)
+    return out
+
+
+def _common_args(cfg: TrainConfig, out_dir: str, seed: int) -> dict:
+    import torch
+
+    return dict(output_dir=out_dir, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+                max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, warmup_steps=cfg.warmup_steps,
+                lr_scheduler_type="cosine", use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
+                report_to=[], save_strategy="no", logging_steps=10, disable_tqdm=True, seed=seed, data_seed=seed,
+                dataloader_num_workers=0)
+
+
+def _peft_config(cfg: TrainConfig, task_type: str = "CAUSAL_LM"):
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type=task_type,
+                      fan_in_fan_out=True)  # GPT-2's Conv1D stores weights transposed; harmless elsewhere
+
+
+def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, prompts_dir: str) -> dict:
+    """Run the configured trainer; save the result to out_dir; return what happened."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    cfg = params.train
+    if cfg.trainer not in TRAINERS:
+        raise ValueError(f"params.yaml: train.trainer must be one of {TRAINERS}, got {cfg.trainer!r}")
+    torch.set_num_threads(cfg.torch_threads)
+    set_seed(params.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    tasks = {r["prompt_id"]: r["task"] for r in read_records(prompts_dir)}
+    stats: dict = {"trainer": cfg.trainer, "base_model": base_model}
+    with tempfile.TemporaryDirectory() as tmp:
+        common = _common_args(cfg, tmp, params.seed)
+        if cfg.trainer in ("dpo", "reward"):
+            rows = []
+            for view in cfg.views:
+                path = Path(pairs_dir) / view
+                if not path.exists():
+                    raise FileNotFoundError(f"train: pair view {view!r} not found at {path}")
+                rows += read_records(str(path))
+            rows = select_pairs(rows, cfg, params.seed)
+            if not rows:
+                raise ValueError(f"train: no pairs left in {pairs_dir} views {cfg.views} "
+                                 f"with label_sources {cfg.label_sources}")
+            stats["pairs"] = len(rows)
+            stats["pairs_by_source"] = _count(r.get("label_source") or "?" for r in rows)
+        if cfg.trainer == "dpo":
+            from trl import DPOConfig
+
+            from prefsynth.trainers.weighted_dpo import WeightedDPOTrainer
+
+            data = datasets.Dataset.from_list(preference_rows(rows, tasks, cfg.use_pair_weights))
+            model = AutoModelForCausalLM.from_pretrained(base_model)
+            peft = _peft_config(cfg)
+            args = DPOConfig(**common, beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=cfg.loss_weights,
+                             label_smoothing=cfg.label_smoothing, max_length=cfg.max_length)
+            trainer = WeightedDPOTrainer(model=model, ref_model=None if peft else copy.deepcopy(model), args=args,
+                                         train_dataset=data, processing_class=tokenizer, peft_config=peft)
+        elif cfg.trainer == "kto":
+            from trl import KTOConfig, KTOTrainer
+
+            rows = sorted(read_records(str(Path(pairs_dir) / "kto")), key=lambda r: r["example_id"])
+            stats["examples"] = len(rows)
+            data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "completion", "label")} for r in rows])
+            model = AutoModelForCausalLM.from_pretrained(base_model)
+            peft = _peft_config(cfg)
+            args = KTOConfig(**common, beta=cfg.beta, max_length=cfg.max_length)
+            trainer = KTOTrainer(model=model, ref_model=None if peft else copy.deepcopy(model), args=args,
+                                 train_dataset=data, processing_class=tokenizer, peft_config=peft)
+        elif cfg.trainer == "prm":
+            from transformers import AutoModelForTokenClassification
+            from trl.experimental.prm import PRMConfig, PRMTrainer
+
+            rows = sorted(read_records(str(Path(pairs_dir) / "prm")), key=lambda r: r["example_id"])
+            stats["examples"] = len(rows)
+            data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "completions", "labels")} for r in rows])
+            model = AutoModelForTokenClassification.from_pretrained(base_model, num_labels=2)
+            args = PRMConfig(**common, max_length=cfg.max_length, step_separator="\n")
+            trainer = PRMTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                 peft_config=_peft_config(cfg, "TOKEN_CLS"))
+        else:  # reward
+            from transformers import AutoModelForSequenceClassification
+            from trl import RewardConfig, RewardTrainer
+
+            data = datasets.Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"],
+                                                "rejected": r["rejected"]} for r in rows])
+            model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+            model.config.pad_token_id = tokenizer.pad_token_id
+            args = RewardConfig(**common, max_length=cfg.max_length)
+            trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                    peft_config=_peft_config(cfg, "SEQ_CLS"))
+        t0 = time.perf_counter()
+        result = trainer.train()
+        stats["train_seconds"] = round(time.perf_counter() - t0, 1)
+        stats["train_steps"] = int(result.global_step)
+        stats["train_loss"] = round(float(result.training_loss), 4)
+        history = [h for h in trainer.state.log_history if "loss" in h]
+        if history:
+            stats["last_log"] = {k: round(float(v), 4) for k, v in history[-1].items()
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        model = trainer.model
+        if cfg.lora:
+            model = model.merge_and_unload()  # a plain model directory: every backend loads it
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        gen_cfg = getattr(model, "generation_config", None)
+        if gen_cfg is not None:
+            gen_cfg.pad_token_id = tokenizer.pad_token_id
+            gen_cfg.eos_token_id = tokenizer.eos_token_id
+            gen_cfg.save_pretrained(out_dir)
+    return stats
+
+
+def _count(values) -> dict:
+    out: dict = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="prefsynth train", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prompts", default="data/prompts")
+    ap.add_argument("--pairs", default="data/pairs")
+    ap.add_argument("--policy", default="models/policy-0", help="the policy trained from (round r-1)")
+    ap.add_argument("--out", default="models/policy-1")
+    ap.add_argument("--metrics", default="metrics/train.json")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    base = resolve_model(args.policy, params.policy)
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    stats = train_policy(params, args.pairs, base, str(out), args.prompts)
+    write_metrics(args.metrics, stats)
+    log.info("[train] %s", stats)

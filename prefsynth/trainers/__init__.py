@@ -1,0 +1,1 @@
+"""Trainers: TRL trainers with the small additions prefsynth needs."""
