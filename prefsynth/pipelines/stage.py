@@ -7,10 +7,13 @@ never leaves a half-written dataset where DVC or the next stage would read it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,6 +116,110 @@ def staging_path(final: str) -> str:
     return final.rstrip("/") + ".partial"
 
 
+def _one_line(err: BaseException) -> str:
+    """The last non-empty line of an error: Beam wraps a DoFn's error in pages of context."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"
+
+
+class Heartbeat:
+    """A progress line every `every_s` seconds while a stage runs, whatever the stage.
+
+    Stages with a model log their own rate per worker (records, tokens); this line says from the
+    driver that the stage is alive and for how long, so a quiet stage is never mistaken for a hang.
+    """
+
+    def __init__(self, stage: str, every_s: float):
+        self.stage, self.every_s = stage, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{stage}-heartbeat", daemon=True)
+        self.start = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            log.info("[%s] still running, %.0fs elapsed", self.stage, time.monotonic() - self.start)
+
+    def __enter__(self):
+        if self.every_s > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+HEARTBEAT_S = float(os.environ.get("PREFSYNTH_HEARTBEAT_S", "60"))
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _kill_worker_processes() -> None:
+    """Worker processes of a multi-process local run would outlive an os._exit of the driver."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the pinned stack
+        return
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+@contextlib.contextmanager
+def interruptible(stage: str, outputs: dict[str, "Output"], staging: dict[str, str]):
+    """Ctrl-C (SIGINT) or SIGTERM while the pipeline runs: one clear line, staging removed, exit.
+
+    A KeyboardInterrupt cannot be relied on here: Beam runs bundles under `except BaseException`
+    wrappers and worker threads, and a Ctrl-C was seen to be swallowed while the stage kept
+    generating. So the handler itself cleans up and ends the process with 130 (143 for SIGTERM).
+    The final outputs are never touched by an interrupted run (they are only replaced by the
+    commit after the books balance); finished model batches stay in `<out>.resume` so the
+    re-run resumes. Only installed on the main thread (signal handlers cannot be set elsewhere).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        notes = []
+        for out in outputs.values():
+            resume = out.path.rstrip("/") + ".resume"
+            if _is_local(resume) and Path(resume).is_dir():
+                notes.append(f"{len(list(Path(resume).glob('batch-*.json')))} finished batches kept in {resume}")
+        for path in staging.values():
+            clear_dir(path)
+        log.error("[%s] interrupted by %s: stopped, nothing committed (%s unchanged)%s; re-run the same "
+                  "command to %s", stage, name, ", ".join(o.path for o in outputs.values()),
+                  "; " + "; ".join(notes) if notes else "", "resume" if notes else "start again")
+        for h in logging.getLogger().handlers + log.handlers:
+            with contextlib.suppress(Exception):
+                h.flush()
+        _kill_worker_processes()
+        os._exit(EXIT_CODES.get(signum, 128 + signum))
+
+    previous = {s: signal.signal(s, handler) for s in EXIT_CODES}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _deferred_signals():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in EXIT_CODES}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if got:
+        raise KeyboardInterrupt(f"{signal.Signals(got[0]).name} after the outputs were committed")
+
+
 def write_metrics(path: str | Path, metrics: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,8 +263,15 @@ def run_stage(
     log.info("[%s] running on %s", stage, beam_cfg.runner)
     pipeline = beam.Pipeline(options=pipeline_options(beam_cfg))
     build(pipeline, staging)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with interruptible(stage, outputs, staging), Heartbeat(stage, HEARTBEAT_S):
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as err:
+            # Beam names the transform ("while running 'Generate/RunInference'"); our DoFns put the
+            # shard, batch or record in the error itself. One line here, the traceback follows.
+            log.error("[%s] failed: %s", stage, _one_line(err))
+            raise
     c = counters(result)
     account = Account(
         stage=stage,
@@ -174,7 +288,8 @@ def run_stage(
     account.check()
     for name, out in outputs.items():
         validate_table(read_table(staging[name]), out.dataset, stage, refs, reports_dir)
-    for name, out in outputs.items():
-        commit_dir(staging[name], out.path)
+    with _deferred_signals():  # a Ctrl-C now waits for the commit: never a half-replaced output
+        for name, out in outputs.items():
+            commit_dir(staging[name], out.path)
     log.info(account.summary_line())
     return account

@@ -83,9 +83,12 @@ class _WriteShard(beam.DoFn):
 
     def process(self, element):
         shard, records = element
-        records = sorted((r for r in records if r is not None), key=lambda r: record_key(self.dataset, r))
-        table = records_to_table(records, self.dataset, self.stage)
         target = FileSystems.join(self.path, shard_name(shard, self.num_shards))
+        records = sorted((r for r in records if r is not None), key=lambda r: record_key(self.dataset, r))
+        try:
+            table = records_to_table(records, self.dataset, self.stage)
+        except ValueError as err:  # names the record; add the stage and shard
+            raise ValueError(f"[{self.stage}] shard {target}: {err}") from err
         write_table(table, target)
         self.rows.inc(table.num_rows)
         yield target, table.num_rows

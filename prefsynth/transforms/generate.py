@@ -140,7 +140,16 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
         if send:
             seeds = [seed_for(self.seed, batch[i]["prompt_id"], self.stage) for i in send_idx]
             retries_before = getattr(model, "retries", 0)
-            outs = model.generate(send, self.sampling, seeds)
+            try:
+                outs = model.generate(send, self.sampling, seeds)
+            except Exception as err:
+                # not a per-record failure (those come back as GenerationFailure): the whole batch
+                # failed; say which one, so the log names stage, batch and records
+                ids = [r["prompt_id"] for r in batch]
+                log.error("[%s] batch %s (%d prompts, %s .. %s) failed: %s: %s", self.stage, key, len(ids),
+                          ids[0], ids[-1], type(err).__name__, err)
+                raise RuntimeError(f"[{self.stage}] batch {key} (prompts {ids[0]} .. {ids[-1]}): "
+                                   f"{type(err).__name__}: {err}") from err
             retries = getattr(model, "retries", 0) - retries_before
             if retries:
                 beam.metrics.Metrics.counter(NAMESPACE, "model_retries").inc(retries)
@@ -176,8 +185,13 @@ class ToResponses(beam.DoFn):
             yield emit_dead(self.stage, rec["prompt_id"], out.error_type, out.message,
                             raw_input=rec["prompt"], raw_output=out.raw_output)
             return
-        for row in response_records(rec, out, self.policy_name, self.iteration, self.source, truncated):
-            yield row
+        try:
+            rows = response_records(rec, out, self.policy_name, self.iteration, self.source, truncated)
+        except Exception as err:
+            log.error("[%s] record %s: building responses failed: %s: %s", self.stage, rec["prompt_id"],
+                      type(err).__name__, err)
+            raise RuntimeError(f"[{self.stage}] record {rec['prompt_id']}: {type(err).__name__}: {err}") from err
+        yield from rows
 
 
 def _index_batches(ids: list[str], per_batch: int) -> dict[str, int]:

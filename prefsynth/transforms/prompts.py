@@ -181,6 +181,8 @@ class ParsePrompt(beam.DoFn):
             raw = rec.payload.decode("utf-8", "backslashreplace") if isinstance(rec.payload, bytes) else rec.payload
             yield emit_dead(STAGE, rec.where, err.error_type, str(err), raw_input=raw)
             return
+        except Exception as err:  # a bug, not bad input: fail the stage, naming the record
+            raise RuntimeError(f"[{STAGE}] record {rec.where}: {type(err).__name__}: {err}") from err
         yield rec.position, out
 
 
