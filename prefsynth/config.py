@@ -227,6 +227,17 @@ class UPOConfig:
     trusted_fraction: float = _f(0.3, "Share of prompts (hash split) whose trusted pairs train the estimator; "
                                  "precision is reported on the other prompts only.")
     max_trusted_pairs: int = _f(3000, "Trusted training pairs at most (by pair id).")
+    estimator: str = _f("pair_classifier", "pair_classifier: UPO's 2-label classifier head on the frozen policy's "
+                        "features of both sides (token log-probs, greedy gaps, hidden states), trained on trusted "
+                        "pairs both ways and verifier-wrong ties; reward_model: a score head fine-tuned through the "
+                        "whole backbone with TRL RewardTrainer (slow on a CPU; MC dropout through the backbone).")
+    hidden_features: bool = _f(True, "pair_classifier: also feed the policy's last-layer hidden states (mean and "
+                               "last completion token), not only its token log-prob statistics.")
+    head_hidden: int = _f(64, "pair_classifier: hidden width of the classifier head.")
+    head_steps: int = _f(400, "pair_classifier: optimizer steps of the head.")
+    weight_decay: float = _f(0.01, "pair_classifier: AdamW weight decay of the head.")
+    max_ties_per_prompt: int = _f(4, "pair_classifier: pairs of two verifier-wrong completions per trusted prompt "
+                                  "taught as 'not better' both ways (0: none).")
     dropout: float = _f(0.1, "Estimator dropout: during training and for the MC-dropout passes.")
     passes: int = _f(8, "MC-dropout passes T.")
     epochs: float = _f(2.0, "RewardTrainer epochs over the trusted pairs.")
@@ -307,6 +318,7 @@ class CardConfig:
     push: bool = _f(False, "Upload card/ to the Hub (needs repo_id and HF_TOKEN or a login).")
     repo_id: str | None = _f(None, "Hub dataset repo, e.g. your-name/arith-prefs.")
     private: bool = _f(True, "Create the Hub repo as private.")
+    round: int = _f(1, "Which round's data (data/round-<n>) the card publishes; usually the last of `iterations`.")
 
 
 @dataclass
@@ -325,10 +337,19 @@ class Params:
     card: CardConfig = field(default_factory=CardConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     critiques: CritiquesConfig = field(default_factory=CritiquesConfig)
-    iterations: list = _f([1], "On-policy rounds (dvc.yaml foreach): round r samples with policy-(r-1) and trains "
-                          "policy-r; [1, 2] runs two rounds.")
+    iterations: dict = _f({"1": {"from": 0}},
+                          "On-policy rounds (dvc.yaml foreach), `<round>: {from: <round-1>}` each: round r samples "
+                          "and searches with models/policy-<from> and trains models/policy-<round>.")
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def __post_init__(self):
+        for key, spec in (self.iterations or {}).items():
+            # DVC's foreach needs string keys ("1"); an unquoted 1 silently yields no stages at all
+            if not (isinstance(key, str) and key.isdigit()) or not isinstance(spec, dict) or \
+                    not isinstance(spec.get("from"), int) or not 0 <= spec["from"] < int(key):
+                raise ValueError(f"params.yaml: iterations entry {key!r}: {spec!r}; expected \"<round>\": "
+                                 "{from: <earlier round>} with the round quoted, e.g. \"2\": {from: 1}")
 
 
 def _build(cls, data: dict | None, where: str):

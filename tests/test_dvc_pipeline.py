@@ -16,6 +16,11 @@ SMALL = {
     "generate": {"max_prompts": 30, "n": 2, "max_new_tokens": 40},
     "label": {"mc_max_responses": 12, "responses_per_batch": 6, "mc": {"rollouts": 2, "max_new_tokens": 24}},
     "mcts": {"max_prompts": 8, "trees_per_batch": 4, "search": {"iterations": 3, "breadth": 2}},
+    "critic": {"max_steps": 5, "batch_size": 8, "eval_examples": 10},
+    "critiques": {"model_max_responses": 6},
+    "selection": {"upo": {"max_steps": 2, "passes": 2}},
+    "train": {"max_steps": 2, "batch_size": 8},
+    "evaluate": {"max_prompts": 10, "k": 2, "max_new_tokens": 40},
 }
 IGNORE = shutil.ignore_patterns(".venv", ".git", "data", "models", "metrics", "reports", "__pycache__",
                                 "*.egg-info", ".pytest_cache", "tmp", "cache")
@@ -39,7 +44,8 @@ def test_dvc_repro_runs_every_stage_then_skips_them(tmp_path, repo):
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
 
     first = _dvc(project, "repro")
-    stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    stages = [s.split()[0] for s in _dvc(project, "stage", "list").splitlines() if s.strip()]
+    assert {"generate@1", "train@1", "evaluate@1", "card"} <= set(stages)
     for stage in stages:
         assert f"Running stage '{stage}'" in first
     assert (project / "models/policy-0/config.json").exists()
@@ -48,8 +54,15 @@ def test_dvc_repro_runs_every_stage_then_skips_them(tmp_path, repo):
     boot = json.loads((project / "metrics/bootstrap.json").read_text())
     assert boot["trained"] and 0.0 <= boot["greedy_accuracy"] <= 1.0
 
-    gen = json.loads((project / "metrics/generate.json").read_text())
+    gen = json.loads((project / "metrics/round-1/generate.json").read_text())
     assert gen["accounting"]["n_in"] == 30 and gen["accounting"]["balanced"] and gen["responses"] == 60
+    # the round closes: policy-1 trained from the round's pairs and evaluated against policy-0
+    assert (project / "models/policy-1/config.json").exists()
+    train = json.loads((project / "metrics/round-1/train.json").read_text())
+    assert train["train_steps"] == 2 and train["pairs"] > 0
+    ev = json.loads((project / "metrics/round-1/evaluate.json").read_text())
+    assert set(ev["policies"]) == {"policy-0", "policy-1"} and ev["policies"]["policy-1"]["n_prompts"] == 10
+    assert (project / "card/README.md").exists()
 
     second = _dvc(project, "repro")
     for stage in stages:

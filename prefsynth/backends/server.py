@@ -46,6 +46,14 @@ class CompletionsApp:
         sp = SamplingParams(n=n, temperature=float(body.get("temperature", 1.0)),
                             top_p=float(body.get("top_p", 1.0)), max_new_tokens=max(max_tokens, 1), stop=stop)
         seed = int(body.get("seed") or 0)
+        context = getattr(self.backend.model.config, "n_positions", None) or \
+            getattr(self.backend.model.config, "max_position_embeddings", None)
+        if context:  # as vLLM does: a request that cannot fit is a 400, not a crash mid-generation
+            for i, p in enumerate(prompts):
+                n_prompt = len(self.backend.tokenizer(p, add_special_tokens=False)["input_ids"])
+                if n_prompt >= context:
+                    raise ValueError(f"This model's maximum context length is {context} tokens; prompt {i} has "
+                                     f"{n_prompt} tokens")
         choices = []
         with self.lock:
             groups = self.backend.generate(prompts, sp, [seed] * len(prompts), top_logprobs=max(top_k, 1))
@@ -126,6 +134,9 @@ def make_handler(app: CompletionsApp):
                 self._send(200, app.completions(body))
             except (ValueError, TypeError) as err:
                 self._send(400, {"error": {"message": str(err), "type": "invalid_request_error"}})
+            except Exception as err:  # noqa: BLE001 - answer every request; a client must never wait out a timeout
+                log.exception("request failed")
+                self._send(500, {"error": {"message": f"{type(err).__name__}: {err}", "type": "server_error"}})
 
     return Handler
 

@@ -27,14 +27,17 @@ from prefsynth.schemas.io import dataset_files, read_table
 log = logging.getLogger("prefsynth")
 TEMPLATE = Path(__file__).resolve().parents[1] / "schemas" / "card_template.md"
 
-# view name -> (data path, what it is for); only views whose data exists are published
+# view name -> (data path, what it is for); only views whose data exists are published. Paths
+# under data/ other than data/prompts are per round: `--round-dir data/round-N` maps them there.
 VIEWS = {
     "step_pairs": ("data/pairs/step", "step-level pairs `{prompt, chosen, rejected}`: MCTS siblings (highest vs "
                    "lowest Q) and Step-DPO first-error pairs"),
     "pairs": ("data/pairs/response", "response-level preference pairs `{prompt, chosen, rejected}` for DPO/IPO"),
     "kto": ("data/pairs/kto", "unpaired `{prompt, completion, label}` for KTO"),
     "prm": ("data/pairs/prm", "stepwise `{prompt, completions, labels}` for PRM training"),
-    "critiques": ("data/pairs/critique", "critique pairs: a correct critique vs an incorrect one"),
+    "critique_pairs": ("data/pairs/critique", "critique pairs: a correct critique vs an incorrect one"),
+    "critiques": ("data/critiques", "step-level critiques (rule-based exact critic and the model critic), with "
+                  "the located first wrong step and whether it is right"),
     "responses": ("data/responses", "every sampled response with steps, answer, log-probs and self-certainty"),
     "prompts": ("data/prompts", "the prompts with reference answers and splits"),
     "step_labels": ("data/labels", "step and response labels: exact verifier, Monte-Carlo rollouts (Math-Shepherd, OmegaPRM)"),
@@ -80,14 +83,30 @@ def lineage(lock_path: str = "dvc.lock") -> list[dict]:
     return rows
 
 
-STAGE_ORDER = ["prompts", "bootstrap", "generate", "mcts", "label", "filter", "prune", "pairs", "train", "evaluate"]
-QUALITY = ("mcts", "labels", "pairs", "selection", "evaluate", "bootstrap")
+STAGE_ORDER = ["prompts", "bootstrap", "generate", "mcts", "label", "critiques", "pairs", "prune", "train",
+               "evaluate"]
+QUALITY = ("mcts", "labels", "pairs", "selection", "evaluate", "bootstrap", "critic", "critiques", "train")
 
 
-def stage_summaries(metrics_dir: str = "metrics") -> list[dict]:
-    """The accounting of every stage that wrote metrics/<stage>.json, in pipeline order."""
+def round_views(round_dir: str | None, views: dict | None = None) -> dict:
+    """VIEWS with the per-round paths moved from data/ to round_dir (data/prompts stays shared)."""
+    views = views or VIEWS
+    if not round_dir:
+        return views
+    return {name: (path if path == "data/prompts" else str(Path(round_dir) / Path(path).relative_to("data")), what)
+            for name, (path, what) in views.items()}
+
+
+def _metric_files(metrics_dirs) -> list[Path]:
+    dirs = [metrics_dirs] if isinstance(metrics_dirs, str) else list(metrics_dirs)
+    return sorted(f for d in dirs for f in Path(d).glob("*.json"))
+
+
+def stage_summaries(metrics_dir="metrics") -> list[dict]:
+    """The accounting of every stage that wrote <metrics dir>/<stage>.json, in pipeline order
+    (one dir or several: the shared metrics/ and a round's metrics/round-N/)."""
     rows = []
-    for f in sorted(Path(metrics_dir).glob("*.json")):
+    for f in _metric_files(metrics_dir):
         acc = json.loads(f.read_text()).get("accounting")
         if acc:
             rows.append({**acc, "dropped": ", ".join(f"{k}: {v}" for k, v in sorted(acc["dropped"].items())),
@@ -96,7 +115,7 @@ def stage_summaries(metrics_dir: str = "metrics") -> list[dict]:
     return sorted(rows, key=lambda r: (order.get(r["stage"], len(order)), r["stage"]))
 
 
-def build_card(out_dir: str, params_path: str = "params.yaml", metrics_dir: str = "metrics",
+def build_card(out_dir: str, params_path: str = "params.yaml", metrics_dir="metrics",
                lock_path: str = "dvc.lock", views: dict | None = None) -> Path:
     """Copy the existing views into out_dir/data/<view>/ and write out_dir/README.md."""
     import datasets
@@ -138,10 +157,9 @@ def build_card(out_dir: str, params_path: str = "params.yaml", metrics_dir: str 
     )
     policy_model = params.policy.model or params.bootstrap.model or "tiny arith policy (models/policy-0)"
     quality = {}
-    for name in QUALITY:
-        f = Path(metrics_dir) / f"{name}.json"
-        if f.exists():
-            quality[name] = {k: v for k, v in json.loads(f.read_text()).items() if k != "accounting"}
+    for f in _metric_files(metrics_dir):
+        if f.stem in QUALITY:
+            quality[f.stem] = {k: v for k, v in json.loads(f.read_text()).items() if k != "accounting"}
     params_dict = to_dict(params)
     params_dict.pop("beam", None)
     params_dict["card"] = {k: v for k, v in params_dict["card"].items() if k != "repo_id"}
@@ -193,14 +211,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="prefsynth card", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="card")
-    ap.add_argument("--metrics-dir", default="metrics")
+    ap.add_argument("--metrics-dir", nargs="+", default=["metrics"],
+                    help="metrics folders to summarise (the shared one and the published round's)")
+    ap.add_argument("--round-dir", default=None, help="the round whose data is published, e.g. data/round-1")
     ap.add_argument("--lock", default="dvc.lock")
     ap.add_argument("--summary", default="metrics/run_summary.json")
     ap.add_argument("--dry-run", action="store_true", help="list what a push would upload; upload nothing")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     summaries = stage_summaries(args.metrics_dir)
-    folder = build_card(args.out, args.params, args.metrics_dir, args.lock)
+    folder = build_card(args.out, args.params, args.metrics_dir, args.lock, views=round_views(args.round_dir))
     write_metrics(args.summary, {"stages": {s["stage"]: {k: s[k] for k in ("n_in", "n_out", "n_dropped", "n_dead",
                                                                            "balanced", "wall_s")} for s in summaries}})
     log.info("[card] wrote %s", folder / "README.md")

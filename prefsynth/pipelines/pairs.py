@@ -141,6 +141,14 @@ def build(pipeline: beam.Pipeline, params: Params, paths: dict[str, str], out: d
     for level in ("response", "step"):
         (pairs | f"Only{level}" >> beam.Filter(lambda p, lv: p["level"] == lv, level)
          | f"Write{level}" >> WriteDataset(out[level], "pairs", STAGE, params.pairs.num_shards))
+    if "critique" in out:  # critique pairs: a correct critique vs an incorrect one, per response
+        from prefsynth.transforms.critiques import critique_pairs
+
+        (pipeline | "ReadCritiques" >> ReadDataset(paths["critiques"])
+         | "KeyCritique" >> beam.Map(lambda r: (r["response_id"], r))
+         | "ByResponse" >> beam.GroupByKey()
+         | "CritiquePairs" >> beam.FlatMap(lambda kv, seed: critique_pairs(kv[1], seed), params.seed)
+         | "WriteCritique" >> WriteDataset(out["critique"], "pairs", STAGE, params.pairs.num_shards))
     (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
 
 
@@ -187,16 +195,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--responses", default="data/responses")
     ap.add_argument("--labels", default="data/labels")
     ap.add_argument("--trees", default="data/trees")
+    ap.add_argument("--critiques", default=None, help="data/critiques: also build critique pairs")
     ap.add_argument("--out", default="data/candidates")
     ap.add_argument("--dead", default="data/deadletter/pairs")
     ap.add_argument("--metrics", default="metrics/pairs.json")
     ap.add_argument("--reports", default="reports")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    paths = {"prompts": args.prompts, "responses": args.responses, "labels": args.labels, "trees": args.trees}
+    paths = {"prompts": args.prompts, "responses": args.responses, "labels": args.labels, "trees": args.trees,
+             "critiques": args.critiques}
     outs = {"response": Output(f"{args.out}/response", "pairs"), "step": Output(f"{args.out}/step", "pairs"),
             "kto": Output(f"{args.out}/kto", "kto"), "prm": Output(f"{args.out}/prm", "prm"),
             "dead": Output(args.dead, "dead_letters")}
+    if args.critiques:
+        outs["critique"] = Output(f"{args.out}/critique", "pairs")
     prompts_table = read_table(args.prompts)
     account = run_stage(
         STAGE, params.beam, outs, "response", "dead", lambda p, out: build(p, params, paths, out),
@@ -209,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     response_list = read_records(args.responses)
     responses = {r["response_id"]: r for r in response_list}
     levels = collections.Counter(f"{p['level']}/{p['label_source']}" for p in pairs)
-    views = {v: read_table(f"{args.out}/{v}").num_rows for v in ("kto", "prm")}
+    views = {v: read_table(f"{args.out}/{v}").num_rows for v in ("kto", "prm", "critique")
+             if v != "critique" or args.critiques}
     write_metrics(args.metrics, {"accounting": account.to_dict(), "pairs": dict(sorted(levels.items())), "views": views,
                                  "precision": pair_precision(pairs, responses, prompts),
                                  "pseudo_labels": pseudo_label_report(response_list, prompts, params.pairs.borda_power)})
