@@ -234,27 +234,30 @@ class UPOConfig:
     hidden_features: bool = _f(True, "pair_classifier: also feed the policy's last-layer hidden states (mean and "
                                "last completion token), not only its token log-prob statistics.")
     head_hidden: int = _f(64, "pair_classifier: hidden width of the classifier head.")
-    head_steps: int = _f(400, "pair_classifier: optimizer steps of the head.")
+    head_steps: int = _f(600, "pair_classifier: optimizer steps of the head (~2 s on a CPU).")
     weight_decay: float = _f(0.01, "pair_classifier: AdamW weight decay of the head.")
-    max_ties_per_prompt: int = _f(4, "pair_classifier: pairs of two verifier-wrong completions per trusted prompt "
-                                  "taught as 'not better' both ways (0: none).")
-    dropout: float = _f(0.1, "Estimator dropout: during training and for the MC-dropout passes.")
+    max_ties_per_prompt: int = _f(2, "pair_classifier: pairs of two verifier-wrong completions per trusted prompt "
+                                  "taught as 'not better' both ways (0: none). More ties: the estimator "
+                                  "contradicts more pairs (higher precision, fewer kept).")
+    dropout: float = _f(0.2, "Estimator dropout (pair_classifier: the head's; reward_model: the backbone's): "
+                        "during training and for the MC-dropout passes.")
     passes: int = _f(8, "MC-dropout passes T.")
-    epochs: float = _f(2.0, "RewardTrainer epochs over the trusted pairs.")
-    max_steps: int = _f(-1, "RewardTrainer optimizer steps cap (-1: epochs decide).")
-    batch_size: int = _f(32, "RewardTrainer pairs per step.")
-    learning_rate: float = _f(1e-3, "RewardTrainer learning rate (AdamW, cosine).")
+    epochs: float = _f(2.0, "reward_model: RewardTrainer epochs over the trusted pairs.")
+    max_steps: int = _f(-1, "reward_model: RewardTrainer optimizer steps cap (-1: epochs decide).")
+    batch_size: int = _f(256, "Training pairs per optimizer step (reward_model on a CPU: 32).")
+    learning_rate: float = _f(1e-3, "Estimator learning rate (AdamW, cosine).")
     max_length: int = _f(96, "Longest estimator input in tokens (the policy's context); longer pairs are cut "
                          "from the left for scoring and skipped for training.")
     min_agree: float = _f(0.5, "Drop a pair when fewer than this share of passes prefer its chosen side "
                           "(0.5: the majority vote contradicts the label).")
-    keep_fraction: float = _f(0.9, "Share of the uncontradicted pairs sampled (UPO's selection budget).")
+    keep_fraction: float = _f(1.0, "Share of the uncontradicted pairs sampled (UPO's selection budget; 1: keep all "
+                              "of them; measured here, sampling by BALD adds no precision over the vote).")
     bald_rate: float = _f(0.0, "UPO's bald_rate: share of the sample drawn prop. to BALD (hard pairs); the rest "
                           "prop. to 1-BALD (easy pairs).")
     confidence_weight: bool = _f(True, "Multiply each kept pair's weight by the estimator's confidence (mean p).")
     score_all: bool = _f(False, "Also MC-score pairs of sources UPO does not prune (uncertainty columns on every "
                          "pair); false keeps the default run cheap: those pairs carry null uncertainty.")
-    score_batch_size: int = _f(512, "Sequences per estimator forward pass.")
+    score_batch_size: int = _f(512, "Sequences per policy / estimator forward pass.")
     torch_threads: int = _f(2, "CPU threads for the estimator (fixed, so runs are reproducible).")
 
 

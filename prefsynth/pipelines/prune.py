@@ -3,10 +3,12 @@
 In order, every decision recorded:
 1. self-consistency agreement filter: pairs of `selection.agreement_filter_sources` from prompts
    whose majority answer has less than `min_agreement` of the samples are dropped (low_agreement);
-2. UPO (transforms/upo.py): an estimator (the policy's backbone as a reward model, TRL
-   RewardTrainer on verifier pairs of a hash split of prompts) scores every pair with T MC-dropout
-   passes; pairs of `upo.sources` whose pass majority contradicts the label are dropped, the rest
-   sampled easy (1 - BALD) / hard (BALD); every pair carries uncertainty_mean/var/bald;
+2. UPO (transforms/upo.py): an estimator trained on trusted data of a hash split of prompts
+   (default: UPO's 2-label pair classifier on the frozen policy's features, trained on verifier
+   pairs both ways and on verifier-wrong ties from the unpaired view; or a reward model through
+   the backbone, TRL RewardTrainer) scores every pair with T MC-dropout passes; pairs of
+   `upo.sources` whose pass majority contradicts the label are dropped, the rest sampled easy
+   (1 - BALD) / hard (BALD); every scored pair carries uncertainty_mean/var/bald;
 3. one pair per content across sources (the trusted source wins; a pair contradicting a trusted
    one is dropped).
 Kept pairs go to data/pairs/{response,step} (kept_reason says why), dropped ones to
@@ -75,8 +77,47 @@ def conversational(p: dict, prompt: dict) -> dict:
             "weight": p["weight"], "label_source": p["label_source"]}
 
 
-def score_pairs(pairs: list[dict], trusted: list[dict], policy: str, cfg, seed: int, work_dir: str) -> tuple[dict, dict]:
-    """Train the estimator on `trusted` pairs, MC-dropout score `pairs`: pair_id -> (mean, var, bald, agree)."""
+def score_pairs(pairs: list[dict], trusted: list[dict], policy: str, cfg, seed: int, work_dir: str,
+                unpaired: list[dict] | None = None) -> tuple[dict, dict]:
+    """Train the estimator on trusted data, MC-dropout score `pairs`: pair_id -> (mean, var, bald, agree)."""
+    if cfg.estimator == "reward_model":
+        return score_pairs_reward_model(pairs, trusted, policy, cfg, seed, work_dir)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(cfg.torch_threads)
+    t0 = time.perf_counter()
+    examples = upo.trusted_examples(trusted, unpaired or [], cfg.max_ties_per_prompt, seed)
+    if not examples:
+        raise ValueError(f"UPO: no trusted pairs ({cfg.trusted_sources} on {cfg.trusted_fraction:g} of the prompts) "
+                         "to train the estimator on; set selection.upo.enabled: false or widen trusted_fraction")
+    items = sorted({(p["prompt"], side) for p in pairs for side in (p["chosen"], p["rejected"])}
+                   | {(e[0], side) for e in examples for side in e[1:3]})
+    index = {t: i for i, t in enumerate(items)}
+    tok = AutoTokenizer.from_pretrained(policy)
+    lm = AutoModelForCausalLM.from_pretrained(policy)
+    feats = upo.policy_features(lm, tok, items, batch_size=cfg.score_batch_size, max_length=cfg.max_length,
+                                hidden=cfg.hidden_features)
+    t1 = time.perf_counter()
+    head = upo.PairClassifier(feats.shape[1], cfg.head_hidden, cfg.dropout, seed)
+    train_acc = head.fit(feats, [index[(e[0], e[1])] for e in examples], [index[(e[0], e[2])] for e in examples],
+                         [e[3] for e in examples], steps=cfg.head_steps, batch_size=cfg.batch_size,
+                         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, seed=seed)
+    t2 = time.perf_counter()
+    ci = [index[(p["prompt"], p["chosen"])] for p in pairs]
+    ri = [index[(p["prompt"], p["rejected"])] for p in pairs]
+    mean, var, bald, agree = upo.uncertainty(head.mc_probabilities(feats, ci, ri, cfg.passes, seed))
+    t3 = time.perf_counter()
+    scores = {p["pair_id"]: (float(mean[i]), float(var[i]), float(bald[i]), float(agree[i])) for i, p in enumerate(pairs)}
+    info = {"estimator": "pair_classifier", "trusted_pairs": len(trusted), "train_examples": len(examples),
+            "train_accuracy": round(train_acc, 4), "texts_scored": len(items), "passes": cfg.passes,
+            "features_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "score_s": round(t3 - t2, 1)}
+    return scores, info
+
+
+def score_pairs_reward_model(pairs: list[dict], trusted: list[dict], policy: str, cfg, seed: int,
+                             work_dir: str) -> tuple[dict, dict]:
+    """The reward-model estimator: TRL RewardTrainer through the whole backbone, MC dropout through it."""
     import torch
 
     torch.set_num_threads(cfg.torch_threads)
@@ -94,13 +135,13 @@ def score_pairs(pairs: list[dict], trusted: list[dict], policy: str, cfg, seed: 
     mean, var, bald, agree = upo.uncertainty(upo.pair_probabilities(rewards, ci, ri))
     t2 = time.perf_counter()
     scores = {p["pair_id"]: (float(mean[i]), float(var[i]), float(bald[i]), float(agree[i])) for i, p in enumerate(pairs)}
-    info = {"trusted_pairs": len(fits), "texts_scored": len(texts), "passes": cfg.passes,
+    info = {"estimator": "reward_model", "trusted_pairs": len(fits), "texts_scored": len(texts), "passes": cfg.passes,
             "train_s": round(t1 - t0, 1), "score_s": round(t2 - t1, 1)}
     return scores, info
 
 
 def decide(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], params: Params, policy: str | None,
-           work_dir: str) -> tuple[list[dict], dict[str, str], dict]:
+           work_dir: str, unpaired: list[dict] | None = None) -> tuple[list[dict], dict[str, str], dict]:
     """All decisions, pure of Beam: (pairs with uncertainty columns, pair_id -> drop reason, info).
 
     Drop reasons are '<key>: <detail>'; the key is the dropped counter's name.
@@ -115,7 +156,9 @@ def decide(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], p
         trusted = trusted[:cfg.max_trusted_pairs]
         to_score = [p for p in pairs if cfg.score_all or (p["pair_id"] not in dropped
                                                           and _matches(p["label_source"], cfg.sources))]
-        scores, info = score_pairs(to_score, trusted, policy, cfg, params.seed, work_dir)
+        trusted_unpaired = [r for r in unpaired or [] if _matches(r.get("label_source"), cfg.trusted_sources)
+                            and upo.is_trusted_prompt(params.seed, r["prompt_id"], cfg.trusted_fraction)]
+        scores, info = score_pairs(to_score, trusted, policy, cfg, params.seed, work_dir, trusted_unpaired)
         for p in to_score:
             p["uncertainty_mean"], p["uncertainty_var"], p["uncertainty_bald"], _ = scores[p["pair_id"]]
         groups = collections.defaultdict(list)
@@ -238,8 +281,12 @@ def main(argv: list[str] | None = None) -> None:
     prompts = {r["prompt_id"]: r for r in prompts_table.to_pylist()}
     candidates = [p for lv in LEVELS if dataset_files(f"{args.candidates}/{lv}")
                   for p in read_records(f"{args.candidates}/{lv}")]
+    # the verifier's per-completion labels (the unpaired KTO view): the pair classifier's 'both wrong' ties
+    unpaired = (read_records(f"{args.candidates}/kto") if params.selection.upo.estimator == "pair_classifier"
+                and dataset_files(f"{args.candidates}/kto") else [])
     with tempfile.TemporaryDirectory(prefix="upo-") as work:
-        pairs, dropped, info = decide(candidates, prompts, read_records(args.responses), params, args.policy, work)
+        pairs, dropped, info = decide(candidates, prompts, read_records(args.responses), params, args.policy, work,
+                                      unpaired)
     copies = sorted(d.name for d in Path(args.candidates).iterdir() if d.is_dir() and d.name not in LEVELS
                     and not d.name.endswith(".partial")) if "://" not in args.candidates else []
     tags = ["pruned", *LEVELS] + ([f"{lv}_conversational" for lv in LEVELS] if params.selection.conversational else [])
