@@ -5,7 +5,10 @@ of the same transform run in the same process.
 
     python benchmarks/records_throughput.py [--records 1000000]
 
-Prints records/s and the ratio to the plain implementation (goal: Beam within 3x).
+Prints records/s and the time ratio to two plain implementations: a minimal one (fewer output
+columns: no prompt template, messages or solution) and one running the stage's own pure core
+into the same files without Beam (its bytes are checked equal to the stage's), which isolates
+what Beam's shell costs (goal: Beam within 3x).
 """
 
 from __future__ import annotations
@@ -64,7 +67,38 @@ def plain(path: Path, out: Path, seed: int = 0, test_fraction: float = 0.2, shar
     step = -(-table.num_rows // shards)
     for s in range(shards):
         pq.write_table(table.slice(s * step, step), out / f"part-{s}.parquet", compression="zstd")
-    return table.num_rows + dead
+    return table.num_rows, dead
+
+
+def plain_same_core(path: Path, out: Path, seed: int = 0, shards: int = 2) -> tuple[int, int]:
+    """The stage's own transform without Beam: the same pure core (parse_json_line, file_record),
+    keep-first de-duplication, then the same sharded, sorted, schema'd Parquet files, so its bytes
+    must equal the stage's. Beam's overhead is the difference to this."""
+    from prefsynth.config import PromptsConfig
+    from prefsynth.schemas.io import records_to_table, shard_name, shard_of, write_table
+    from prefsynth.transforms.prompts import PromptError, file_record, parse_json_line
+
+    cfg = PromptsConfig(source="jsonl", path=str(path), task="gsm8k", num_shards=shards)
+    kept, dead = {}, 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path.name}:{lineno}"
+            try:
+                rec = file_record(parse_json_line(raw.rstrip(b"\r\n"), where), where, cfg, seed)
+            except PromptError:
+                dead += 1
+                continue
+            if rec["prompt_id"] in kept:
+                dead += 1
+                continue
+            kept[rec["prompt_id"]] = rec
+    by_shard: list[list[dict]] = [[] for _ in range(shards)]
+    for pid in sorted(kept):
+        by_shard[shard_of((pid,), shards)].append(kept[pid])
+    out.mkdir(parents=True, exist_ok=True)
+    for s, recs in enumerate(by_shard):
+        write_table(records_to_table(recs, "prompts", "prompts"), str(out / shard_name(s, shards)))
+    return len(kept), dead
 
 
 def main() -> None:
@@ -76,9 +110,13 @@ def main() -> None:
     make_input(src, args.records)
 
     t0 = time.perf_counter()
-    n = plain(src, work / "plain")
+    n_out, n_dead = plain(src, work / "plain")
     base = time.perf_counter() - t0
-    rows = [("plain pyarrow, 1 process", base, n)]
+    rows = [("plain pyarrow, 1 process", base, n_out + n_dead, n_out)]
+    t0 = time.perf_counter()
+    n_out, n_dead = plain_same_core(src, work / "plain_core")
+    core = time.perf_counter() - t0
+    rows.append(("plain, stage's own core", core, n_out + n_dead, n_out))
     for workers in (1, 2):
         params = work / f"p{workers}.json"
         params.write_text(json.dumps({"seed": 0, "beam": {"direct_num_workers": workers},
@@ -88,12 +126,19 @@ def main() -> None:
         prompts.main(["--params", str(params), "--out", str(out / "prompts"), "--dead", str(out / "dead"),
                       "--metrics", str(out / "m.json"), "--reports", str(out / "reports")])
         wall = time.perf_counter() - t0
-        rows.append((f"prompts stage, {workers} worker{'s' if workers > 1 else ''}", wall,
-                     json.loads((out / "m.json").read_text())["accounting"]["n_in"]))
+        acc = json.loads((out / "m.json").read_text())["accounting"]
+        rows.append((f"prompts stage, {workers} worker{'s' if workers > 1 else ''}", wall, acc["n_in"], acc["n_out"]))
     print(f"\n{args.records} records")
-    print(f"{'run':<28}{'seconds':>9}{'records/s':>12}{'time vs plain':>15}")
-    for name, s, count in rows:
-        print(f"{name:<28}{s:>9.1f}{count / s:>12.0f}{s / base:>14.1f}x")
+    print(f"{'run':<28}{'seconds':>9}{'records/s':>12}{'time vs plain':>15}{'vs own core':>13}{'rows out':>10}")
+    for name, s, count, n in rows:
+        print(f"{name:<28}{s:>9.1f}{count / s:>12.0f}{s / base:>14.1f}x{s / core:>12.1f}x{n:>10}")
+    if len({n for *_, n in rows}) != 1:
+        raise SystemExit("the runs wrote different numbers of rows")
+    core_bytes = [f.read_bytes() for f in sorted((work / "plain_core").glob("*.parquet"))]
+    for workers in (1, 2):
+        if [f.read_bytes() for f in sorted((work / f"beam{workers}" / "prompts").glob("*.parquet"))] != core_bytes:
+            raise SystemExit(f"the stage with {workers} worker(s) did not write the same bytes as the plain core")
+    print("the stage's files (1 and 2 workers) are byte-identical to the plain core's")
 
 
 if __name__ == "__main__":

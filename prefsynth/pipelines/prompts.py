@@ -18,20 +18,21 @@ from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.prompts import (
     STAGE,
-    DeduplicateById,
+    POSITION_FIELDS,
+    KeepFirstById,
     ParsePrompt,
     RawRecord,
-    read_jsonl_lines,
-    read_parquet_rows,
+    read_jsonl_chunks,
+    read_parquet_chunks,
 )
 
 GENERATOR_CHUNK = 1000  # problems per generator work item
 
 
-def _generate_chunk(start: int, params: Params):
+def _generate_chunk(start: int, params: Params) -> list[RawRecord]:
     count = min(GENERATOR_CHUNK, params.prompts.n_prompts - start)
-    for i, problem in enumerate(arith.generate_problems(params.arith, params.seed, "prompts", start, count)):
-        yield RawRecord(f"arith:{start + i}", ("arith", start + i), problem)
+    return [RawRecord(f"arith:{start + i}", ("arith", start + i), problem)
+            for i, problem in enumerate(arith.generate_problems(params.arith, params.seed, "prompts", start, count))]
 
 
 def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
@@ -40,24 +41,27 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
         raw = (
             pipeline
             | "Chunks" >> beam.Create(list(range(0, cfg.n_prompts, GENERATOR_CHUNK)))
-            | "Generate" >> beam.FlatMap(_generate_chunk, params)
+            | "Generate" >> beam.Map(_generate_chunk, params)
         )
     elif cfg.source in ("jsonl", "parquet"):
         if not cfg.path:
             raise ValueError(f"params.yaml: prompts.path is required for source={cfg.source}")
-        reader = read_jsonl_lines if cfg.source == "jsonl" else read_parquet_rows
+        reader = read_jsonl_chunks if cfg.source == "jsonl" else read_parquet_chunks
         raw = pipeline | "Files" >> beam.Create([cfg.path]) | "Read" >> beam.FlatMap(reader)
     else:
         raise ValueError(f"params.yaml: prompts.source must be arith, jsonl or parquet, got {cfg.source!r}")
 
     if params.beam.direct_num_workers > 1 or params.beam.preset != "local":
-        # one file is read by one worker: spread the records before the per-record work
+        # one file is read by one worker: spread the chunks of records before the per-record work
         raw = raw | "Spread" >> beam.Reshuffle()
     parsed = raw | "Parse" >> beam.ParDo(ParsePrompt(cfg, params.seed)).with_outputs(DEAD, main="ok")
-    unique = parsed.ok | "Deduplicate" >> DeduplicateById(duplicates_are_errors=cfg.source != "arith")
-    unique.prompts | "WritePrompts" >> WriteDataset(out["prompts"], "prompts", STAGE, cfg.num_shards)
+    # one shuffle shards, de-duplicates (shards are a function of prompt_id) and sorts; records
+    # travel in lists (chunks) up to the writer, which makes Arrow batches of them
+    written = parsed.ok | "WritePrompts" >> WriteDataset(
+        out["prompts"], "prompts", STAGE, cfg.num_shards, extra_fields=POSITION_FIELDS,
+        finalize=KeepFirstById(duplicates_are_errors=cfg.source != "arith"))
     (
-        (parsed[DEAD], unique[DEAD])
+        (parsed[DEAD], written[DEAD])
         | "AllDead" >> beam.Flatten()
         | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
     )
@@ -76,5 +80,5 @@ def main(argv: list[str] | None = None) -> None:
         STAGE, params.beam, {"prompts": Output(args.out, "prompts"), "dead": Output(args.dead, "dead_letters")},
         "prompts", "dead", lambda p, out: build(p, params, out), reports_dir=args.reports,
     )
-    splits = collections.Counter(read_table(args.out).column("split").to_pylist())
+    splits = collections.Counter(read_table(args.out, columns=["split"]).column("split").to_pylist())
     write_metrics(args.metrics, {"accounting": account.to_dict(), "splits": dict(sorted(splits.items()))})

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -135,13 +137,27 @@ def parse_json_line(raw: bytes, where: str):
 
 # ---- Beam shell --------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RawRecord:
-    """An input record before parsing; `position` orders records for de-duplication."""
+class RawRecord(NamedTuple):
+    """An input record before parsing; `position` orders records for de-duplication.
+    (A NamedTuple: a million of them are built and pickled far faster than frozen dataclasses.)"""
 
     where: str  # file:line, or generator:index
     position: tuple
     payload: object  # bytes (JSONL line), dict (Parquet row) or ArithProblem
+
+
+CHUNK = 1000  # records per Beam element: Beam's cost is per element, so records travel in chunks
+
+
+def _chunks(records, size: int = CHUNK):
+    chunk = []
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def read_jsonl_lines(path: str):
@@ -163,14 +179,37 @@ def read_parquet_rows(path: str):
             yield RawRecord(f"{name}:row{i}", (name, i), row)
 
 
+def read_jsonl_chunks(path: str):
+    """Lists of up to CHUNK RawRecords of a JSONL file (blank lines counted as dropped)."""
+    return _chunks(read_jsonl_lines(path))
+
+
+def read_parquet_chunks(path: str):
+    return _chunks(read_parquet_rows(path))
+
+
 class ParsePrompt(beam.DoFn):
-    """RawRecord -> prompt record, or a dead letter naming the record and field."""
+    """A list of RawRecords (or one) -> one list of prompt records, and a dead letter per bad
+    record naming the record and field."""
 
     def __init__(self, cfg: PromptsConfig, seed: int):
         self.cfg, self.seed = cfg, seed
 
-    def process(self, rec: RawRecord):
-        count_in()
+    def process(self, element):
+        records = element if isinstance(element, list) else [element]
+        count_in(len(records))
+        ok = []
+        for rec in records:
+            out, dead = self._parse(rec)
+            if dead is not None:
+                yield dead
+            else:
+                ok.append(out)
+        if ok:
+            yield ok
+
+    def _parse(self, rec: RawRecord):
+        """(prompt record, None) for a good record, (None, dead letter) for a bad one."""
         try:
             if isinstance(rec.payload, arith.ArithProblem):
                 out = arith_record(rec.payload, rec.where, self.seed, self.cfg.test_fraction)
@@ -179,49 +218,55 @@ class ParsePrompt(beam.DoFn):
                 out = file_record(obj, rec.where, self.cfg, self.seed)
         except PromptError as err:
             raw = rec.payload.decode("utf-8", "backslashreplace") if isinstance(rec.payload, bytes) else rec.payload
-            yield emit_dead(STAGE, rec.where, err.error_type, str(err), raw_input=raw)
-            return
+            return None, emit_dead(STAGE, rec.where, err.error_type, str(err), raw_input=raw)
         except Exception as err:  # a bug, not bad input: fail the stage, naming the record
             raise RuntimeError(f"[{STAGE}] record {rec.where}: {type(err).__name__}: {err}") from err
-        yield rec.position, out
+        # the input position travels with the record (dropped before writing): it decides
+        # which copy of a duplicated id is kept (KeepFirstById)
+        out[POS_SOURCE], out[POS_INDEX] = rec.position
+        return out, None
 
 
-class DeduplicateById(beam.PTransform):
-    """Keep the first record (by input position) of each prompt_id.
+POS_SOURCE, POS_INDEX = "__pos_source", "__pos_index"
+POSITION_FIELDS = ((POS_SOURCE, pa.string()), (POS_INDEX, pa.int64()))
 
-    Later copies go to dead letters (`duplicate_id`) when they come from user files, and are
-    counted as dropped (`duplicate_problem`) when the generator happened to repeat a problem.
+
+class KeepFirstById:
+    """De-duplication inside the shard writer (WriteDataset's `finalize`): keep the first record
+    (by input position) of each prompt_id.
+
+    Shards are a function of prompt_id, so all copies of an id meet in one shard: one shuffle does
+    both the de-duplication and the sharding. Later copies go to dead letters (`duplicate_id`) when
+    they come from user files, and are counted as dropped (`duplicate_problem`) when the generator
+    happened to repeat a problem.
     """
 
     def __init__(self, duplicates_are_errors: bool):
-        super().__init__()
         self.duplicates_are_errors = duplicates_are_errors
 
-    def expand(self, keyed):
-        return (
-            keyed
-            | "KeyById" >> beam.Map(lambda pos_rec: (pos_rec[1]["prompt_id"], pos_rec))
-            | "GroupById" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.ParDo(_KeepFirst(self.duplicates_are_errors)).with_outputs(DEAD, main="prompts")
-        )
-
-
-class _KeepFirst(beam.DoFn):
-    def __init__(self, duplicates_are_errors: bool):
-        self.duplicates_are_errors = duplicates_are_errors
-
-    def process(self, element):
-        prompt_id, items = element
-        items = sorted(items, key=lambda pos_rec: pos_rec[0])
-        first = items[0][1]
-        yield first
-        for _, dup in items[1:]:
+    def __call__(self, table: pa.Table):
+        table = table.sort_by([("prompt_id", "ascending"), (POS_SOURCE, "ascending"), (POS_INDEX, "ascending")])
+        ids = table.column("prompt_id")
+        if len(ids) < 2:
+            return table, []
+        repeated = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_pylist()
+        if not any(repeated):
+            return table, []
+        keep = [True] + [not r for r in repeated]
+        rows = table.select([c for c in table.column_names if not c.startswith("__")])
+        outputs, first = [], None
+        for i, kept in enumerate(keep):
+            if kept:
+                first = i
+                continue
             if self.duplicates_are_errors:
-                yield emit_dead(STAGE, dup["source"], "duplicate_id",
-                                f"{dup['source']}: prompt_id {prompt_id!r} already used by {first['source']}",
-                                raw_input=dup)
+                dup, kept_rec = rows.slice(i, 1).to_pylist()[0], rows.slice(first, 1).to_pylist()[0]
+                outputs.append(emit_dead(STAGE, dup["source"], "duplicate_id",
+                                         f"{dup['source']}: prompt_id {dup['prompt_id']!r} already used by "
+                                         f"{kept_rec['source']}", raw_input=dup))
             else:
                 count_dropped("duplicate_problem")
+        return table.filter(pa.array(keep)), outputs
 
 
 class SelectPrompts(beam.PTransform):
