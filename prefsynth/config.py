@@ -236,10 +236,10 @@ class UPOConfig:
     head_hidden: int = _f(64, "pair_classifier: hidden width of the classifier head.")
     head_steps: int = _f(600, "pair_classifier: optimizer steps of the head (~2 s on a CPU).")
     weight_decay: float = _f(0.01, "pair_classifier: AdamW weight decay of the head.")
-    max_ties_per_prompt: int = _f(2, "pair_classifier: pairs of two verifier-wrong completions per trusted prompt "
+    max_ties_per_prompt: int = _f(3, "pair_classifier: pairs of two verifier-wrong completions per trusted prompt "
                                   "taught as 'not better' both ways (0: none). More ties: the estimator "
                                   "contradicts more pairs (higher precision, fewer kept).")
-    dropout: float = _f(0.2, "Estimator dropout (pair_classifier: the head's; reward_model: the backbone's): "
+    dropout: float = _f(0.3, "Estimator dropout (pair_classifier: the head's; reward_model: the backbone's): "
                         "during training and for the MC-dropout passes.")
     passes: int = _f(8, "MC-dropout passes T.")
     epochs: float = _f(2.0, "reward_model: RewardTrainer epochs over the trusted pairs.")

@@ -59,8 +59,84 @@ def test_mc_dropout_varies_with_dropout_on_and_is_reproducible_with_the_seed(tmp
     assert p.shape == (4, 1) and np.all((p > 0) & (p < 1))
 
 
+def test_policy_features_see_the_policy_greedy_choice_and_each_claimed_result(tmp_path):
+    import torch
+
+    from helpers import tiny_random_policy
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    policy = tiny_random_policy(tmp_path / "policy")
+    tok, lm = AutoTokenizer.from_pretrained(policy), AutoModelForCausalLM.from_pretrained(policy)
+    prompt = "Q: 1+2=?\n"
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    allowed = tok("0123456789+=\nA: ", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():  # the policy's own greedy completion, restricted to arith characters
+        for _ in range(8):
+            logits = lm(input_ids=torch.tensor([ids])).logits[0, -1]
+            ids.append(max(allowed, key=lambda t: float(logits[t])))
+    greedy = tok.decode(ids[len(tok(prompt, add_special_tokens=False)["input_ids"]):])
+    other = greedy[:-1] + ("7" if greedy[-1] != "7" else "8")
+    f = upo.policy_features(lm, tok, [(prompt, greedy), (prompt, other), (prompt, "1+2=3\nA: 3\n")], batch_size=2)
+    assert f.shape == (3, upo.N_LOGPROB_FEATURES + 2 * lm.config.n_embd)
+    again = upo.policy_features(lm, tok, [(prompt, "1+2=3\nA: 3\n"), (prompt, greedy)], batch_size=1)
+    assert np.allclose(again[0], f[2], atol=1e-5) and np.allclose(again[1], f[0], atol=1e-5)  # batching-free
+    # greedy: no gap to the policy's choice, unless the policy preferred a token outside the allowed ones
+    assert f[1, 3] < f[0, 3] <= 0 and f[1, 5] > 0  # changing the last token opens a gap there
+    # mean log-prob agrees with a hand computation over the completion tokens
+    full = tok(prompt + "1+2=3\nA: 3\n", add_special_tokens=False)["input_ids"]
+    n = len(tok("1+2=3\nA: 3\n", add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        lp = lm(input_ids=torch.tensor([full])).logits[0, :-1].log_softmax(-1)
+    tok_lp = lp[torch.arange(len(full) - 1), torch.tensor(full[1:])][-n:]
+    assert f[2, 0] == pytest.approx(float(tok_lp.mean()), abs=1e-5)
+    assert f[2, 2] == pytest.approx(float(tok_lp.sum()), abs=1e-4)
+    # claimed results: '3\n' after '=' and ' 3\n' after ':'; the weakest of the two
+    claims = [float(tok_lp[4:6].sum()), float(tok_lp[8:].sum())]
+    assert f[2, 10] == pytest.approx(min(claims), abs=1e-4) and f[2, 12] == pytest.approx(sum(claims), abs=1e-4)
+
+
+def test_pair_classifier_learns_and_its_mc_dropout_varies_and_is_seeded():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(200, 5)).astype(np.float32)
+    a, b = rng.integers(0, 200, 600), rng.integers(0, 200, 600)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    y = (feats[a, 0] > feats[b, 0]).astype(int)  # 'a better' iff its first feature is larger
+    head = upo.PairClassifier(5, hidden=32, dropout=0.2, seed=0)
+    acc = head.fit(feats, a, b, y, steps=300, batch_size=128, learning_rate=3e-3, weight_decay=0.0, seed=0)
+    assert acc > 0.9
+    p = head.mc_probabilities(feats, a[:50], b[:50], passes=6, seed=7)
+    assert p.shape == (6, 50) and ((p.mean(0) > 0.5) == y[:50]).mean() > 0.85
+    assert np.array_equal(p, head.mc_probabilities(feats, a[:50], b[:50], passes=6, seed=7))  # seeded
+    assert not np.allclose(p, head.mc_probabilities(feats, a[:50], b[:50], passes=6, seed=8))
+    assert np.ptp(p, axis=0).min() > 0  # every pair varies across passes: dropout is on
+    off = head.mc_probabilities(feats, a[:50], b[:50], passes=3, seed=7, dropout_on=False)
+    assert np.ptp(off, axis=0).max() == 0
+    # the same training data and seed give the same head
+    again = upo.PairClassifier(5, hidden=32, dropout=0.2, seed=0)
+    again.fit(feats, a, b, y, steps=300, batch_size=128, learning_rate=3e-3, weight_decay=0.0, seed=0)
+    assert np.array_equal(again.mc_probabilities(feats, a[:50], b[:50], passes=6, seed=7), p)
+
+
+def test_trusted_examples_teach_both_orders_and_wrong_wrong_ties():
+    pairs = [{"prompt": "Q", "chosen": "right", "rejected": "wrong1"}]
+    unpaired = [{"example_id": f"e{i}", "prompt_id": "p", "prompt": "Q", "completion": c, "label": lab}
+                for i, (c, lab) in enumerate([("right", True), ("wrong1", False), ("wrong2", False),
+                                              ("wrong3", False), ("wrong1", False)])]
+    ex = upo.trusted_examples(pairs, unpaired, max_ties_per_prompt=2, seed=0)
+    assert ex[:2] == [("Q", "right", "wrong1", 1), ("Q", "wrong1", "right", 0)]
+    ties = ex[2:]
+    assert len(ties) == 4 and all(label == 0 for *_, label in ties)  # 2 ties, both orders, never 'better'
+    assert all(a != b and "right" not in (a, b) for _, a, b, _ in ties)
+    assert {(a, b) for _, a, b, _ in ties[::2]} == {(b, a) for _, a, b, _ in ties[1::2]}
+    assert upo.trusted_examples(pairs, unpaired, max_ties_per_prompt=0, seed=0) == ex[:2]
+    assert len(upo.trusted_examples(pairs, unpaired, max_ties_per_prompt=10, seed=0)) == 2 + 2 * 3  # 3 distinct wrong texts: 3 ties
+
+
 @pytest.mark.slow
 def test_prune_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
+    import json
+
     import datasets
     import yaml
     from trl.data_utils import is_conversational
@@ -96,7 +172,12 @@ def test_prune_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
     for level in ("response", "step"):
         write_table(records_to_table([p for p in cands if p["level"] == level], "pairs", "t"),
                     str(d / "cand" / level / "part-00000-of-00001.parquet"))
-    write_table(records_to_table([], "kto", "t"), str(d / "cand" / "kto" / "part-00000-of-00001.parquet"))
+    kto = [{"example_id": f"k{r['response_id']}", "prompt_id": r["prompt_id"], "prompt": prompts[int(r["prompt_id"][1:])]["prompt"],
+            "completion": r["text"], "label": r["final_answer"] == prompts[int(r["prompt_id"][1:])]["reference_answer"],
+            "source_id": r["response_id"], "label_source": "verifier"} for r in responses]
+    kto += [{**k, "example_id": k["example_id"] + "x", "completion": k["completion"].replace("A:", "A: 1")}
+            for k in kto if not k["label"] and k["source_id"].endswith("r1")]  # a second, different wrong
+    write_table(records_to_table(kto, "kto", "t"), str(d / "cand" / "kto" / "part-00000-of-00001.parquet"))
     params = yaml.safe_load(open(prune.__file__.replace("prefsynth/pipelines/prune.py", "params.yaml")))
     params["selection"].update(conversational=True, min_agreement=0.0)
     params["selection"]["upo"].update(trusted_fraction=1.0, passes=3, epochs=1.0, batch_size=4, score_all=True)
@@ -113,6 +194,10 @@ def test_prune_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
     assert all(p["label_source"] != "self_consistency" or "dropped" in p["kept_reason"] for p in pruned)
     assert all(p["label_source"] != "self_consistency" for p in kept)
     assert (d / "pairs" / "kto").is_dir()  # other candidate views pass through
+    info = json.loads((d / "selection.json").read_text())["estimator"]
+    assert info["estimator"] == "pair_classifier" and info["passes"] == 3
+    # verifier pairs both ways, plus one wrong-wrong tie per prompt (both ways) from the unpaired view
+    assert info["train_examples"] == 2 * info["trusted_pairs"] + 2 * len(prompts) and info["trusted_pairs"] > 0
     std = datasets.load_dataset("parquet", data_dir=str(d / "pairs" / "response"), split="train")
     conv = datasets.load_dataset("parquet", data_dir=str(d / "pairs" / "step_conversational"), split="train")
     assert not is_conversational(std[0]) and is_conversational(conv[0])

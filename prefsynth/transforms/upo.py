@@ -326,8 +326,8 @@ def trusted_examples(pairs: Sequence[dict], unpaired: Sequence[dict], max_ties_p
                      seed: int) -> list[tuple[str, str, str, int]]:
     """The estimator's training set, (prompt, a, b, label = a truly better than b), from trusted data:
     each verifier pair in both orders (1, then 0), and pairs of two completions the verifier marked
-    wrong (0 both ways: a preference between two wrong answers is not a right label). Ties are drawn
-    seeded, at most `max_ties_per_prompt` per prompt, in the order of their ids."""
+    wrong (0 both ways: a preference between two wrong answers is not a right label). Ties pair distinct
+    wrong texts, drawn seeded, at most `max_ties_per_prompt` per prompt."""
     out = []
     for p in pairs:
         out.append((p["prompt"], p["chosen"], p["rejected"], 1))
@@ -337,7 +337,10 @@ def trusted_examples(pairs: Sequence[dict], unpaired: Sequence[dict], max_ties_p
         if r["label"] is False:
             wrong.setdefault(r["prompt_id"], []).append(r)
     for pid in sorted(wrong):
-        rs = sorted(wrong[pid], key=lambda r: r["example_id"])
+        by_text = {}  # each wrong text once, from its first example id
+        for r in sorted(wrong[pid], key=lambda r: r["example_id"]):
+            by_text.setdefault(r["completion"], r)
+        rs = list(by_text.values())
         cand = [(x, y) for i, x in enumerate(rs) for y in rs[i + 1:] if x["completion"] != y["completion"]]
         cand.sort(key=lambda xy: unit_hash(seed, xy[0]["example_id"] + xy[1]["example_id"], "upo/ties"))
         for x, y in cand[:max_ties_per_prompt]:
