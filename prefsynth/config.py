@@ -34,6 +34,7 @@ class BeamConfig:
     direct_running_mode: str = _f("in_memory", "Local mode: in_memory, multi_threading or multi_processing.")
     preset: str = _f("local", "Which block of `presets` to merge into the options: local, flink or dataflow.")
     presets: dict = _f({}, "Named sets of extra pipeline options (e.g. flink_master, project, region).")
+    heartbeat_s: float = _f(60.0, "Seconds between a running stage's 'still running' log lines (0: none).")
 
 
 @dataclass
@@ -285,6 +286,8 @@ class TrainConfig:
                          "sft, ... (several are summed with loss_weights, e.g. [sigmoid, sft] = RPO).")
     loss_weights: list | None = _f(None, "One weight per loss_type; null: 1 each.")
     beta: float = _f(0.1, "DPO beta (IPO: the regulariser tau).")
+    nll_weight: float = _f(0.0, "RPO's alpha: adds alpha x the pair-weighted NLL of the chosen completions to the "
+                           "DPO loss (Iterative RPO); 0: plain DPO.")
     label_smoothing: float = _f(0.0, "robust / exo_pair: assumed label-flip probability (cDPO epsilon).")
     use_pair_weights: bool = _f(True, "Scale each pair's loss by its weight column (cDPO visit-count confidence, "
                                 "UPO confidence).")

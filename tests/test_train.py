@@ -16,7 +16,7 @@ RIGHT = "20-3=17\n17-8=9\n9*4=36\nA: 36\n"
 WRONG = "20-3=17\n17-8=8\n8*4=32\nA: 32\n"
 
 
-def _trainer(tmp_path, rows, loss_type=("sigmoid",)):
+def _trainer(tmp_path, rows, loss_type=("sigmoid",), nll_weight=0.0):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
@@ -34,7 +34,7 @@ def _trainer(tmp_path, rows, loss_type=("sigmoid",)):
                      max_length=96, per_device_train_batch_size=4, loss_type=list(loss_type), beta=0.5,
                      disable_tqdm=True)
     return WeightedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                              processing_class=tok)
+                              processing_class=tok, nll_weight=nll_weight)
 
 
 def _loss(trainer, examples):
@@ -64,6 +64,27 @@ def test_weighted_dpo_loss_is_the_weighted_mean_of_the_pair_losses(tmp_path, los
     unweighted = _loss(trainer, [{**data[i], "weight": 1.0} for i in range(len(rows))])
     assert unweighted == pytest.approx(sum(single) / len(rows), rel=1e-4)
     assert abs(weighted - unweighted) > 1e-3  # the weights really changed the loss
+
+
+def test_nll_term_adds_the_pair_weighted_chosen_nll(tmp_path):
+    rows = [{"prompt": PROMPT, "chosen": RIGHT, "rejected": WRONG, "weight": 1.0},
+            {"prompt": "Q: 5+7=?\n", "chosen": "5+7=12\nA: 12\n", "rejected": "5+7=13\nA: 13\n", "weight": 3.0}]
+    plain = _trainer(tmp_path / "a", rows)
+    rpo = _trainer(tmp_path / "b", rows, nll_weight=0.5)  # same seeds: the same model
+    batch = [rpo.train_dataset[i] for i in range(2)]
+    rpo.model.train()  # the NLL term is taken from the policy's grad-enabled pass
+    plain.model.train()
+    diff = float(rpo.compute_loss(rpo.model, rpo.data_collator(batch))) - \
+        float(plain.compute_loss(plain.model, plain.data_collator(batch)))
+    nlls = []
+    for ex in batch:  # by hand: mean token NLL of prompt -> chosen (+EOS)
+        ids = torch.tensor([ex["prompt_ids"] + ex["chosen_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(rpo.model(ids).logits[0, :-1], -1)
+        tgt = ids[0, 1:]
+        tok = logp[torch.arange(len(tgt)), tgt][len(ex["prompt_ids"]) - 1:]
+        nlls.append(float(-tok.mean()))
+    assert diff == pytest.approx(0.5 * (1.0 * nlls[0] + 3.0 * nlls[1]) / 4.0, rel=1e-3)
 
 
 def test_step_pairs_get_no_eos_and_solutions_do():

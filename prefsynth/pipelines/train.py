@@ -125,7 +125,8 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
             args = DPOConfig(**common, beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=cfg.loss_weights,
                              label_smoothing=cfg.label_smoothing, max_length=cfg.max_length)
             trainer = WeightedDPOTrainer(model=model, ref_model=None if peft else copy.deepcopy(model), args=args,
-                                         train_dataset=data, processing_class=tokenizer, peft_config=peft)
+                                         train_dataset=data, processing_class=tokenizer, peft_config=peft,
+                                         nll_weight=cfg.nll_weight)
         elif cfg.trainer == "kto":
             from trl import KTOConfig, KTOTrainer
 

@@ -10,6 +10,12 @@ for every pairwise loss TRL offers (sigmoid, ipo, robust, hinge, ...; the multip
 under no_grad, so the weight scales the gradient and nothing else). `aot` sorts across the batch
 and is refused by TRL with weighting.
 
+Weighted NLL (RPO). Iterative RPO (Pang et al. 2024) adds α·NLL of the chosen completion to
+DPO; for reasoning it keeps the likelihood of correct solutions from falling with the rejected
+ones. TRL's `sft` loss does that but cannot be combined with the weighting path (it is one
+expanded scalar), so `nll_weight` adds it here: α · Σ_i w_i·NLL_i / Σ_i w_i, NLL_i the mean
+token NLL of pair i's chosen completion, from the policy's own forward pass.
+
 Step-aware EOS. TRL appends EOS to every standard-format completion. A step-level pair's
 completion is one step of an unfinished solution: an EOS there would teach the policy to stop
 after that step. Pairs are tokenized here instead, with EOS only on completions that end a
@@ -68,7 +74,9 @@ class WeightedPreferenceCollator(DataCollatorForPreference):
 class WeightedDPOTrainer(DPOTrainer):
     """DPOTrainer whose loss is mean(weight_i · loss_i) when the dataset has a `weight` column."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, nll_weight: float = 0.0, **kwargs):
+        self.nll_weight = nll_weight
+        self._policy_logps = None
         args_ = kwargs.get("args")
         loss_types = [args_.loss_type] if isinstance(getattr(args_, "loss_type", None), str) else \
             list(getattr(args_, "loss_type", None) or [])
@@ -105,6 +113,8 @@ class WeightedDPOTrainer(DPOTrainer):
         return dataset
 
     def _set_weight_logps(self, module, inputs, outputs):
+        if torch.is_grad_enabled() and getattr(outputs, "log_probs", None) is not None:
+            self._policy_logps = outputs.log_probs  # the policy's pass (a PEFT reference pass runs under no_grad)
         w = self._pair_weights
         if w is None or not self.weights_supported or getattr(outputs, "log_probs", None) is None:
             return outputs
@@ -117,6 +127,23 @@ class WeightedDPOTrainer(DPOTrainer):
         weights = inputs.pop(WEIGHT, None)
         self._pair_weights = weights if weights is not None else torch.ones(inputs["input_ids"].shape[0] // 2)
         try:
-            return super()._compute_loss(model, inputs, return_outputs)
+            result = super()._compute_loss(model, inputs, return_outputs)
+            if self.nll_weight and self._policy_logps is not None:
+                loss = result[0] if return_outputs else result
+                loss = loss + self.nll_weight * self._chosen_nll(inputs["completion_mask"], self._pair_weights)
+                result = (loss, result[1]) if return_outputs else loss
+            return result
         finally:
             self._pair_weights = None
+            self._policy_logps = None
+
+    def _chosen_nll(self, completion_mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Pair-weighted mean over pairs of the chosen completions' mean token NLL."""
+        mask = completion_mask[..., 1:].float()
+        logps = self._policy_logps[:, -mask.size(1):]
+        n_pairs = mask.size(0) // 2
+        mask, logps = mask[:n_pairs], logps[:n_pairs]  # the batch is [chosen..., rejected...]
+        nll = -(logps * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        w = weights.to(nll.device).float()
+        self._metrics["train" if self.model.training else "eval"]["nll/chosen"].append(float(nll.mean()))
+        return (w * nll).sum() / w.sum().clamp_min(MIN_WEIGHT)
