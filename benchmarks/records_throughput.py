@@ -117,14 +117,19 @@ def main() -> None:
     n_out, n_dead = plain_same_core(src, work / "plain_core")
     core = time.perf_counter() - t0
     rows.append(("plain, stage's own core", core, n_out + n_dead, n_out))
+    failed: list[str] = []
     for workers in (1, 2):
         params = work / f"p{workers}.json"
         params.write_text(json.dumps({"seed": 0, "beam": {"direct_num_workers": workers},
                                       "prompts": {"source": "jsonl", "path": str(src), "task": "gsm8k"}}))
         out = work / f"beam{workers}"
         t0 = time.perf_counter()
-        prompts.main(["--params", str(params), "--out", str(out / "prompts"), "--dead", str(out / "dead"),
-                      "--metrics", str(out / "m.json"), "--reports", str(out / "reports")])
+        try:
+            prompts.main(["--params", str(params), "--out", str(out / "prompts"), "--dead", str(out / "dead"),
+                          "--metrics", str(out / "m.json"), "--reports", str(out / "reports")])
+        except Exception as err:  # report it beside the others (e.g. an AccountingError)
+            failed.append(f"{workers} worker(s): {type(err).__name__}: {str(err).splitlines()[-1]}")
+            continue
         wall = time.perf_counter() - t0
         acc = json.loads((out / "m.json").read_text())["accounting"]
         rows.append((f"prompts stage, {workers} worker{'s' if workers > 1 else ''}", wall, acc["n_in"], acc["n_out"]))
@@ -132,6 +137,10 @@ def main() -> None:
     print(f"{'run':<28}{'seconds':>9}{'records/s':>12}{'time vs plain':>15}{'vs own core':>13}{'rows out':>10}")
     for name, s, count, n in rows:
         print(f"{name:<28}{s:>9.1f}{count / s:>12.0f}{s / base:>14.1f}x{s / core:>12.1f}x{n:>10}")
+    for f in failed:
+        print(f"FAILED {f}")
+    if failed:
+        raise SystemExit(1)
     if len({n for *_, n in rows}) != 1:
         raise SystemExit("the runs wrote different numbers of rows")
     core_bytes = [f.read_bytes() for f in sorted((work / "plain_core").glob("*.parquet"))]

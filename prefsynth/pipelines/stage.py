@@ -148,7 +148,6 @@ class Heartbeat:
         self._stop.set()
 
 
-HEARTBEAT_S = float(os.environ.get("PREFSYNTH_HEARTBEAT_S", "60"))
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -263,7 +262,7 @@ def run_stage(
     log.info("[%s] running on %s", stage, beam_cfg.runner)
     pipeline = beam.Pipeline(options=pipeline_options(beam_cfg))
     build(pipeline, staging)
-    with interruptible(stage, outputs, staging), Heartbeat(stage, HEARTBEAT_S):
+    with interruptible(stage, outputs, staging), Heartbeat(stage, beam_cfg.heartbeat_s):
         try:
             result = pipeline.run()
             result.wait_until_finish()
