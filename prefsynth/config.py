@@ -372,6 +372,12 @@ def _build(cls, data: dict | None, where: str):
         value, hint = data[f.name], hints[f.name]
         if dataclasses.is_dataclass(hint):
             value = _build(hint, value, f"{where}.{f.name}" if where else f.name)
+        elif isinstance(value, str) and float in typing.get_args(hint) + (hint,):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; accept it as the number it means
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"params.yaml: '{where}.{f.name}' must be a number, got {value!r}") from None
         kwargs[f.name] = value
     try:
         return cls(**kwargs)
