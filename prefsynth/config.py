@@ -287,12 +287,12 @@ class TrainConfig:
                          "sft, ... (several are summed with loss_weights, e.g. [sigmoid, sft] = RPO).")
     loss_weights: list | None = _f(None, "One weight per loss_type; null: 1 each.")
     beta: float = _f(0.1, "DPO beta (IPO: the regulariser tau).")
-    nll_weight: float = _f(0.0, "RPO's alpha: adds alpha x the pair-weighted NLL of the chosen completions to the "
+    nll_weight: float = _f(10.0, "RPO's alpha: adds alpha x the pair-weighted NLL of the chosen completions to the "
                            "DPO loss (Iterative RPO); 0: plain DPO.")
     label_smoothing: float = _f(0.0, "robust / exo_pair: assumed label-flip probability (cDPO epsilon).")
     use_pair_weights: bool = _f(True, "Scale each pair's loss by its weight column (cDPO visit-count confidence, "
                                 "UPO confidence).")
-    learning_rate: float = _f(5e-5, "AdamW peak learning rate.")
+    learning_rate: float = _f(1e-4, "AdamW peak learning rate.")
     epochs: float = _f(1.0, "Passes over the training pairs.")
     max_steps: int = _f(-1, "Optimizer steps cap (-1: epochs decide).")
     batch_size: int = _f(64, "Pairs per optimizer step.")
