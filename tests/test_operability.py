@@ -124,3 +124,18 @@ def test_heartbeat_logs_progress_while_a_stage_runs(caplog):
         time.sleep(0.3)
     beats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[slowstage] still running")]
     assert len(beats) >= 2
+
+
+@pytest.mark.parametrize("data", [b"", b"a\n", b"a", b"a\n\nb\r\nc", b"x" * 10 + b"\n" + b"y" * 3 + b"\n\n" + b"z", b"\n\n"])
+def test_jsonl_byte_ranges_read_the_same_records_as_the_whole_file(tmp_path, data):
+    # the prompts stage reads JSONL in byte ranges on several workers (throughput); the records,
+    # their file:line names and the blank lines must be exactly those of one line-by-line read
+    from prefsynth.transforms.prompts import jsonl_ranges, read_jsonl_lines, read_jsonl_range
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(data)
+    whole = list(read_jsonl_lines(str(path)))
+    for block in (1, 2, 3, 5, 100):
+        ranges = jsonl_ranges(str(path), block)
+        assert [r for rg in ranges for chunk in read_jsonl_range(rg) for r in chunk] == whole, block
+        assert all(a[2] == b[1] for a, b in zip(ranges, ranges[1:]))  # contiguous, whole lines

@@ -22,7 +22,8 @@ from prefsynth.transforms.prompts import (
     KeepFirstById,
     ParsePrompt,
     RawRecord,
-    read_jsonl_chunks,
+    jsonl_ranges,
+    read_jsonl_range,
     read_parquet_chunks,
 )
 
@@ -46,13 +47,21 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
     elif cfg.source in ("jsonl", "parquet"):
         if not cfg.path:
             raise ValueError(f"params.yaml: prompts.path is required for source={cfg.source}")
-        reader = read_jsonl_chunks if cfg.source == "jsonl" else read_parquet_chunks
-        raw = pipeline | "Files" >> beam.Create([cfg.path]) | "Read" >> beam.FlatMap(reader)
+        raw = None
     else:
         raise ValueError(f"params.yaml: prompts.source must be arith, jsonl or parquet, got {cfg.source!r}")
-
-    if params.beam.direct_num_workers > 1 or params.beam.preset != "local":
-        # one file is read by one worker: spread the chunks of records before the per-record work
+    spread = params.beam.direct_num_workers > 1 or params.beam.preset != "local"
+    if cfg.source == "jsonl":
+        # byte ranges of whole lines: each worker reads its own, no records cross workers before parsing
+        ranges = pipeline | "Ranges" >> beam.Create(jsonl_ranges(cfg.path))
+        if spread:
+            ranges = ranges | "SpreadRanges" >> beam.Reshuffle()
+        raw = ranges | "Read" >> beam.FlatMap(read_jsonl_range)
+    elif cfg.source == "parquet":
+        raw = pipeline | "Files" >> beam.Create([cfg.path]) | "Read" >> beam.FlatMap(read_parquet_chunks)
+        if spread:  # one file is read by one worker: spread the chunks of records before parsing
+            raw = raw | "Spread" >> beam.Reshuffle()
+    elif spread:
         raw = raw | "Spread" >> beam.Reshuffle()
     parsed = raw | "Parse" >> beam.ParDo(ParsePrompt(cfg, params.seed)).with_outputs(DEAD, main="ok")
     # one shuffle shards, de-duplicates (shards are a function of prompt_id) and sorts; records

@@ -179,6 +179,54 @@ def read_parquet_rows(path: str):
             yield RawRecord(f"{name}:row{i}", (name, i), row)
 
 
+RANGE_BYTES = 8 << 20  # JSONL bytes per read work item
+
+
+def jsonl_ranges(path: str, block: int = RANGE_BYTES) -> list[tuple[str, int, int, int]]:
+    """(path, start byte, end byte, first line number) ranges of whole lines, about `block` bytes
+    each: workers read their own ranges, so records are not read by one worker and shipped to the
+    others. One pass counting newlines (at IO speed) on the driver."""
+    ranges, start, start_line, pos, lines_before = [], 0, 1, 0, 0
+    with FileSystems.open(path) as f:
+        while data := f.read(block):
+            last = data.rfind(b"\n")
+            if last >= 0:
+                end = pos + last + 1
+                ranges.append((path, start, end, start_line))
+                start, start_line = end, lines_before + data.count(b"\n", 0, last + 1) + 1
+            lines_before += data.count(b"\n")
+            pos += len(data)
+    if pos > start:
+        ranges.append((path, start, pos, start_line))
+    return ranges
+
+
+def read_jsonl_range(byte_range: tuple[str, int, int, int]):
+    """Chunks of RawRecords of one range: the same records, names and line numbers as reading
+    the whole file line by line (blank lines counted as dropped)."""
+    path, start, end, lineno = byte_range
+    name = posixpath.basename(path)
+    with FileSystems.open(path) as f:
+        f.seek(start)
+        data = f.read(end - start)
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()  # the piece after the last newline is not a line
+    chunk = []
+    for lineno, raw in enumerate(lines, start=lineno):
+        raw = raw.rstrip(b"\r\n")
+        if not raw.strip():
+            count_in()
+            count_dropped("blank_line")
+            continue
+        chunk.append(RawRecord(f"{name}:{lineno}", (name, lineno), raw))
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def read_jsonl_chunks(path: str):
     """Lists of up to CHUNK RawRecords of a JSONL file (blank lines counted as dropped)."""
     return _chunks(read_jsonl_lines(path))
