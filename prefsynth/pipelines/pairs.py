@@ -148,6 +148,11 @@ def build(pipeline: beam.Pipeline, params: Params, paths: dict[str, str], out: d
          | "KeyCritique" >> beam.Map(lambda r: (r["response_id"], r))
          | "ByResponse" >> beam.GroupByKey()
          | "CritiquePairs" >> beam.FlatMap(lambda kv, seed: critique_pairs(kv[1], seed), params.seed)
+         # identical responses give identical critique pairs (same content id): keep one, the same one always
+         | "KeyPairId" >> beam.Map(lambda p: (p["pair_id"], p))
+         | "OnePerId" >> beam.CombinePerKey(
+             lambda ps: min(ps, key=lambda p: (p["chosen_id"] or "", p["rejected_id"] or "")))
+         | "DropKey" >> beam.Values()
          | "WriteCritique" >> WriteDataset(out["critique"], "pairs", STAGE, params.pairs.num_shards))
     (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
 
