@@ -77,24 +77,15 @@ def tokenize_examples(examples: dict[str, list[str]], tokenizer, max_length: int
     return Dataset.from_dict({"input_ids": input_ids, "labels": labels})
 
 
-def train_tiny_policy(params: Params, exclude: set[str], out_dir: str) -> dict:
+def train_tiny_sft(model, tokenizer, data, cfg, seed: int, out_dir: str) -> tuple[float, list[float], float]:
+    """TRL SFT of a tiny from-scratch model on tokenized, prompt-masked examples; saves it to out_dir.
+
+    Shared by the tiny policy (bootstrap) and the tiny critic; `cfg` has max_steps, batch_size,
+    learning_rate, warmup_steps and weight_decay. Returns (seconds, logged losses, mean loss).
+    """
     import torch
-    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from prefsynth.tiny_policy import build_model, build_tokenizer
-
-    cfg = params.bootstrap
-    torch.set_num_threads(cfg.torch_threads)
-    set_seed(params.seed)
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.dropout)
-    n_examples = cfg.max_steps * cfg.batch_size
-    start = time.perf_counter()
-    data = tokenize_examples(sft_examples(params, exclude, n_examples), tokenizer, cfg.n_positions)
-    log.info("[bootstrap] %d SFT examples built in %.1fs; training %d steps of %d on %d params",
-             len(data), time.perf_counter() - start, cfg.max_steps, cfg.batch_size,
-             sum(p.numel() for p in model.parameters()))
     with tempfile.TemporaryDirectory() as tmp:
         sft_cfg = SFTConfig(
             output_dir=tmp,
@@ -117,8 +108,8 @@ def train_tiny_policy(params: Params, exclude: set[str], out_dir: str) -> dict:
             logging_steps=max(1, cfg.max_steps // 20),
             save_strategy="no",
             report_to=[],
-            seed=params.seed,
-            data_seed=params.seed,
+            seed=seed,
+            data_seed=seed,
             dataloader_num_workers=0,
             disable_tqdm=True,
             activation_checkpointing=False,  # SFTConfig turns it on by default; pure overhead at this size
@@ -127,18 +118,39 @@ def train_tiny_policy(params: Params, exclude: set[str], out_dir: str) -> dict:
         t0 = time.perf_counter()
         result = trainer.train()
         train_s = time.perf_counter() - t0
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    return train_s, losses, float(result.training_loss)
+
+
+def train_tiny_policy(params: Params, exclude: set[str], out_dir: str) -> dict:
+    import torch
+    from transformers import set_seed
+
+    from prefsynth.tiny_policy import build_model, build_tokenizer
+
+    cfg = params.bootstrap
+    torch.set_num_threads(cfg.torch_threads)
+    set_seed(params.seed)
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.dropout)
+    n_examples = cfg.max_steps * cfg.batch_size
+    start = time.perf_counter()
+    data = tokenize_examples(sft_examples(params, exclude, n_examples), tokenizer, cfg.n_positions)
+    log.info("[bootstrap] %d SFT examples built in %.1fs; training %d steps of %d on %d params",
+             len(data), time.perf_counter() - start, cfg.max_steps, cfg.batch_size,
+             sum(p.numel() for p in model.parameters()))
+    train_s, losses, avg_loss = train_tiny_sft(model, tokenizer, data, cfg, params.seed, out_dir)
     return {
         "train_seconds": round(train_s, 1),
         "train_steps": cfg.max_steps,
         "train_examples": len(data),
         "final_train_loss": round(float(losses[-1]), 4) if losses else None,
         "first_train_loss": round(float(losses[0]), 4) if losses else None,
-        "train_loss_avg": round(float(result.training_loss), 4),
+        "train_loss_avg": round(avg_loss, 4),
         "n_params": sum(p.numel() for p in model.parameters()),
     }
 

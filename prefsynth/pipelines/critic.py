@@ -18,13 +18,12 @@ import logging
 import random
 import shutil
 import string
-import tempfile
 import time
 from pathlib import Path
 
 from prefsynth.config import Params, load_params
 from prefsynth.ids import seed_for, unit_hash
-from prefsynth.pipelines.bootstrap import tokenize_examples
+from prefsynth.pipelines.bootstrap import tokenize_examples, train_tiny_sft
 from prefsynth.pipelines.stage import write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import arith
@@ -152,7 +151,6 @@ def build_examples(params: Params, prompts: list[dict], responses: list[dict], t
 def train_critic(params: Params, examples: dict, out_dir: str) -> dict:
     import torch
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
 
     from prefsynth.tiny_policy import build_model
 
@@ -162,26 +160,7 @@ def train_critic(params: Params, examples: dict, out_dir: str) -> dict:
     tokenizer = build_critic_tokenizer()
     model = build_model(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions)
     data = tokenize_examples(examples, tokenizer, cfg.n_positions)
-    with tempfile.TemporaryDirectory() as tmp:
-        sft_cfg = SFTConfig(
-            output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate, lr_scheduler_type="cosine_with_min_lr",
-            lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup_steps=cfg.warmup_steps,
-            weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.98, max_grad_norm=1.0,
-            max_length=None, dataset_kwargs={"skip_prepare_dataset": True},  # tokenized, prompt masked
-            packing=False, use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
-            logging_steps=max(1, cfg.max_steps // 20), save_strategy="no", report_to=[], seed=params.seed,
-            data_seed=params.seed, dataloader_num_workers=0, disable_tqdm=True, activation_checkpointing=False,
-        )
-        trainer = SFTTrainer(model=model, args=sft_cfg, train_dataset=data, processing_class=tokenizer)
-        t0 = time.perf_counter()
-        trainer.train()
-        train_s = time.perf_counter() - t0
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    train_s, losses, _ = train_tiny_sft(model, tokenizer, data, cfg, params.seed, out_dir)
     return {"train_seconds": round(train_s, 1), "train_steps": cfg.max_steps,
             "first_train_loss": round(float(losses[0]), 4) if losses else None,
             "final_train_loss": round(float(losses[-1]), 4) if losses else None,
