@@ -20,7 +20,7 @@ from prefsynth.backends.base import SamplingParams
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
-from prefsynth.schemas.io import ReadDataset, WriteDataset, read_records, read_table
+from prefsynth.schemas.io import WriteDataset, read_records, read_table
 from prefsynth.transforms.critiques import (
     CRITICS,
     MODEL,
@@ -35,15 +35,9 @@ from prefsynth.transforms.critiques import (
 )
 from prefsynth.transforms.deadletters import DEAD, count_dropped
 from prefsynth.transforms.generate import DeterministicBatches
+from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt
 
 STAGE = "critiques"
-
-
-def _join(element):
-    _, grouped = element
-    prompts = list(grouped["prompts"])
-    for resp in grouped["responses"]:
-        yield resp, prompts[0]
 
 
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_path: str, critic_model: str | None,
@@ -52,12 +46,10 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
 
     cfg = params.critiques
     template = load_template(cfg.template)
-    prompts = pipeline | "ReadPrompts" >> ReadDataset(prompts_path) | "KeyP" >> beam.Map(lambda r: (r["prompt_id"], r))
-    responses = pipeline | "ReadResponses" >> ReadDataset(responses_path)
     joined = (
-        {"prompts": prompts, "responses": responses | "KeyR" >> beam.Map(lambda r: (r["prompt_id"], r))}
-        | "Join" >> beam.CoGroupByKey()
-        | "Pairs" >> beam.FlatMap(_join)
+        pipeline
+        | "ByPrompt" >> GroupByPrompt(prompts_path, responses_path)
+        | "Pairs" >> beam.FlatMap(responses_with_prompt)
         | "CountIn" >> beam.Map(count_critic_input, len(cfg.critics))
     )
     rows = []

@@ -30,23 +30,17 @@ from prefsynth import calibration
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
-from prefsynth.schemas.io import ReadDataset, WriteDataset, read_records, read_table
+from prefsynth.schemas.io import WriteDataset, read_records, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import count_dropped
 from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.judges import LABELERS as JUDGE_LABELERS
 from prefsynth.transforms.label_beam import EmitJudgeLabels, JudgeHandler, MCLabelHandler, judge_target, verifier_rows
+from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt
 from prefsynth.transforms.mc_labels import detection_scores
 
 STAGE = "label"
-
-
-def _join(element):
-    _, grouped = element
-    prompts = list(grouped["prompts"])
-    for resp in grouped["responses"]:
-        yield resp, prompts[0]
 
 
 def judge_policy(params: Params, model: str) -> tuple:
@@ -107,11 +101,8 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
     from apache_beam.ml.inference.base import RunInference
 
     cfg = params.label
-    prompts = pipeline | "ReadPrompts" >> ReadDataset(prompts_path) | "KeyP" >> beam.Map(lambda r: (r["prompt_id"], r))
-    responses = pipeline | "ReadResponses" >> ReadDataset(responses_path)
-    grouped = ({"prompts": prompts, "responses": responses | "KeyR" >> beam.Map(lambda r: (r["prompt_id"], r))}
-               | "Join" >> beam.CoGroupByKey())
-    joined = grouped | "Pairs" >> beam.FlatMap(_join)
+    grouped = pipeline | "ByPrompt" >> GroupByPrompt(prompts_path, responses_path)
+    joined = grouped | "Pairs" >> beam.FlatMap(responses_with_prompt)
 
     def count_in(pair):
         beam.metrics.Metrics.counter(NAMESPACE, "in").inc()
