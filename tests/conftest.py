@@ -26,3 +26,12 @@ def gsm8k_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    """SmolLM2-135M-Instruct as a plain HF directory: converted once from the PyPI wheel's GGUF
+    into the user cache (~20 s the first time), never downloaded."""
+    from prefsynth import real_model
+
+    return str(real_model.convert())
