@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from prefsynth.prompting import PromptingConfig
 from prefsynth.tasks.arith import ArithConfig
 from prefsynth.transforms.mc_labels import MCLabelConfig
 from prefsynth.transforms.mcts import MCTSConfig
@@ -336,6 +337,7 @@ class Params:
     beam: BeamConfig = field(default_factory=BeamConfig)
     arith: ArithConfig = field(default_factory=ArithConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    prompting: PromptingConfig = field(default_factory=PromptingConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)

@@ -51,9 +51,10 @@ def test_bad_records_go_to_dead_letters_and_nothing_is_lost(tmp_path):
     assert acc["balanced"] and acc["n_in"] == acc["n_out"] + acc["n_dropped"] + acc["n_dead"]
     assert acc["dropped"] == {"blank_line": 1}
     assert acc["dead"] == {"invalid_json": 1, "not_an_object": 1, "missing_field": 1, "wrong_type": 2,
-                           "empty_text": 1, "too_long": 1, "invalid_utf8": 1, "duplicate_id": 1}
+                           "empty_text": 1, "too_long": 1, "invalid_utf8": 1, "duplicate_id": 1, "bad_answer": 1}
     good = read_records(str(out / "prompts"))
-    assert sorted(r["question"] for r in good) == ["No final line", "What is 2+2?", "What is 3+3?"]
+    # a reference with no final-answer line is a dead letter, never the whole text stored as the answer
+    assert sorted(r["question"] for r in good) == ["What is 2+2?", "What is 3+3?"]
     by_q = {r["question"]: r for r in good}
     assert by_q["What is 2+2?"]["reference_answer"] == "4" and by_q["What is 2+2?"]["source"] == "in.jsonl:1"
     assert json.loads(by_q["What is 3+3?"]["metadata"]) == {"source_note": "kept as metadata"}
@@ -64,6 +65,7 @@ def test_bad_records_go_to_dead_letters_and_nothing_is_lost(tmp_path):
     assert "in.jsonl:9" in dead["in.jsonl:9"]["message"] and dead["in.jsonl:9"]["error_type"] == "invalid_utf8"
     assert "already used by in.jsonl:1" in dead["in.jsonl:10"]["message"]
     assert "field 'answer' must be a string, got list" in dead["in.jsonl:12"]["message"]
+    assert dead["in.jsonl:13"]["error_type"] == "bad_answer" and "in.jsonl:13: field 'answer'" in dead["in.jsonl:13"]["message"]
     # the staging folders are gone once committed
     assert not Path(staging_path(str(out / "prompts"))).exists()
 

@@ -12,6 +12,7 @@ import collections
 import apache_beam as beam
 
 from prefsynth.config import Params, load_params
+from prefsynth.prompting import PromptRenderer, load_tokenizer, resolve_tokenizer_path
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import WriteDataset, read_table
 from prefsynth.tasks import arith
@@ -63,7 +64,9 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
             raw = raw | "Spread" >> beam.Reshuffle()
     elif spread:
         raw = raw | "Spread" >> beam.Reshuffle()
-    parsed = raw | "Parse" >> beam.ParDo(ParsePrompt(cfg, params.seed)).with_outputs(DEAD, main="ok")
+    tokenizer = resolve_tokenizer_path(params.prompting, params.bootstrap.model, params.policy.model)
+    parsed = raw | "Parse" >> beam.ParDo(ParsePrompt(cfg, params.seed, params.prompting, tokenizer)).with_outputs(
+        DEAD, main="ok")
     # one shuffle shards, de-duplicates (shards are a function of prompt_id) and sorts; records
     # travel in lists (chunks) up to the writer, which makes Arrow batches of them
     written = parsed.ok | "WritePrompts" >> WriteDataset(
@@ -85,9 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reports", default="reports", help="where Data Docs of the validation go")
     args = ap.parse_args(argv)
     params = load_params(args.params)
+    tokenizer = resolve_tokenizer_path(params.prompting, params.bootstrap.model, params.policy.model)
+    # fail before the pipeline on a chat format without a chat template
+    mode = PromptRenderer(params.prompting, load_tokenizer(tokenizer)).mode if tokenizer or \
+        params.prompting.format == "chat" else "plain"
     account = run_stage(
         STAGE, params.beam, {"prompts": Output(args.out, "prompts"), "dead": Output(args.dead, "dead_letters")},
         "prompts", "dead", lambda p, out: build(p, params, out), reports_dir=args.reports,
     )
     splits = collections.Counter(read_table(args.out, columns=["split"]).column("split").to_pylist())
-    write_metrics(args.metrics, {"accounting": account.to_dict(), "splits": dict(sorted(splits.items()))})
+    write_metrics(args.metrics, {"accounting": account.to_dict(), "splits": dict(sorted(splits.items())),
+                                 "prompt_format": mode, "tokenizer": tokenizer})

@@ -2,9 +2,9 @@
 
 from prefsynth.tasks.arith import ArithTask
 from prefsynth.tasks.gsm8k import Gsm8kTask
-from prefsynth.tasks.math import MathTask
+from prefsynth.tasks.math import ChatTask, MathTask
 
-TASKS = {"arith": ArithTask(), "gsm8k": Gsm8kTask(), "math": MathTask()}
+TASKS = {"arith": ArithTask(), "gsm8k": Gsm8kTask(), "math": MathTask(), "chat": ChatTask()}
 
 
 def get_task(name: str):

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from prefsynth.ids import seed_for
-from prefsynth.tasks.base import StepVerdicts
+from prefsynth.tasks.base import BaseTask, StepVerdicts
 
 NAME = "arith"
 ANSWER_PREFIX = "A: "
@@ -229,15 +229,53 @@ def self_eval_prompt(prompt: str, steps: list[str]) -> str:
     return prompt + "".join(s + "\n" for s in steps) + SELF_EVAL_SUFFIX
 
 
-class ArithTask:
+class ArithTask(BaseTask):
+    """The embedded world: exact answers, exact steps, a native self-evaluation format, exact critiques."""
+
     name = NAME
+    exact_steps = True
+    answer_instruction = "Compute it left to right, one operation per line, then write 'A: <answer>'."
 
     def format_prompt(self, question: str) -> str:
         return format_prompt(question)
 
     split_steps = staticmethod(split_steps)
-    extract_answer = staticmethod(extract_answer)
-    answers_match = staticmethod(answers_match)
+
+    def extract_answer(self, solution: str) -> str | None:
+        return extract_answer(solution)
+
+    def answers_match(self, predicted: str | None, reference: str | None) -> bool:
+        return answers_match(predicted, reference)
+
+    def answer_key(self, answer: str | None) -> str | None:
+        try:
+            return None if answer is None else str(int(str(answer).strip()))
+        except ValueError:
+            return None
+
+    def is_final_step(self, step: str) -> bool:
+        return step.strip().startswith("A:")
+
+    def parse_reference(self, raw: str) -> tuple[str, str | None]:
+        text = str(raw).strip()
+        answer = extract_answer(text) if "A:" in text else text
+        try:
+            return str(int(str(answer).strip())), (text if "A:" in text else None)
+        except (TypeError, ValueError):
+            raise ValueError(f"reference answer {text[:60]!r} is not an integer") from None
+
+    @staticmethod
+    def problem(record: dict) -> ArithProblem:
+        return parse_expression(record.get("question") or record["prompt"])
+
+    def verify_steps(self, record: dict, steps: list[str]) -> StepVerdicts:
+        return verify_solution(self.problem(record), list(steps))
+
+    def self_eval(self):
+        return self_eval_prompt, ("yes", "no")
+
+    def critique(self, record: dict, steps: list[str]) -> tuple[str, int | None]:
+        return critique(self.problem(record), list(steps))
 
     def verify(self, prompt: str, solution: str) -> StepVerdicts:
         return verify_solution(parse_expression(prompt), split_steps(solution))

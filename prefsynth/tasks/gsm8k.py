@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
 
+from prefsynth.tasks.base import BaseTask, StepVerdicts, stated_answer
+
 NAME = "gsm8k"
 _FINAL_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 _CALC_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
@@ -35,9 +37,18 @@ class CalculatorStep:
         stated = parse_number(self.result)
         if value is None or stated is None:
             return None
-        text = self.result.strip().rstrip(".%")
-        decimals = len(text.split(".", 1)[1]) if "." in text else 0
-        return abs(value - stated) <= Fraction(1, 2 * 10**decimals)
+        return result_agrees(value, stated, self.result)
+
+
+def result_agrees(value: Fraction, stated: Fraction, stated_text: str) -> bool:
+    """Is `stated` the value, up to float round-off (`100/3=33.333333333333336`,
+    `14*.05=0.7000000000000001`) or rounded to the precision it is written with (`10/3=3.33`)?
+    Strictly less than half a unit: `90*(1/60)=1` (1.5) is wrong, not a tie."""
+    if abs(value - stated) <= Fraction(1, 10**9) * max(abs(value), 1):
+        return True
+    text = stated_text.strip().rstrip(".%")
+    decimals = len(text.split(".", 1)[1]) if "." in text else 0
+    return abs(value - stated) < Fraction(1, 2 * 10**decimals)
 
 
 def parse_number(text: str | None) -> Fraction | None:
@@ -115,14 +126,13 @@ def split_steps(solution: str) -> list[str]:
 
 
 def extract_answer(solution: str) -> str | None:
-    """`#### n` if present, else `the answer is n`, else the last number in the text."""
-    m = _FINAL_RE.search(solution)
-    if m:
-        num = _NUMBER_RE.search(m.group(1))
-        return _clean(num.group(0)) if num else m.group(1).strip()
-    m = _ANSWER_IS_RE.search(solution)
-    if m:
-        return _clean(m.group(1))
+    """The stated answer (`\\boxed{}`, `#### n`, `A: n`, `the answer is n`) as a number, else
+    the last number in the text."""
+    stated, _ = stated_answer(solution)
+    if stated is not None:
+        num = _NUMBER_RE.search(stated.replace("\\$", "$"))
+        if num:
+            return _clean(num.group(0))
     nums = _NUMBER_RE.findall(_CALC_RE.sub("", solution))
     return _clean(nums[-1]) if nums else None
 
@@ -149,9 +159,92 @@ def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:
                 yield lineno, json.loads(line)
 
 
-class Gsm8kTask:
+_INLINE_EQ_RE = re.compile(
+    r"(?<![\w.])(\$?\d[\d,]*(?:\.\d+)?%?(?:\s*[-+*/x×÷]\s*\$?\d[\d,]*(?:\.\d+)?%?)+)\s*=\s*\$?(-?\d[\d,]*(?:\.\d+)?)(?![\d.]*\d)")
+_STRICT_NUMBER_RE = re.compile(r"^-?\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?%?$")
+
+
+def step_calculations(step: str) -> list[CalculatorStep]:
+    """The checkable calculations of a step: `<<a*b=c>>` annotations, else inline `a * b = c`."""
+    found = calculator_steps(step)
+    if found:
+        return found
+    return [CalculatorStep(e.strip(), r.strip()) for e, r in _INLINE_EQ_RE.findall(step)]
+
+
+def corrected_step(step: str, calc: CalculatorStep) -> str | None:
+    """The step with a wrong calculation's result replaced by the true value (Step-DPO's correct step)."""
+    value = safe_eval(calc.expression)
+    if value is None:
+        return None
+    exact = value.numerator if value.denominator == 1 else round(float(value), 2)
+    return step.replace(f"={calc.result}", f"={exact}", 1) if f"={calc.result}" in step else \
+        re.sub(rf"=\s*\$?{re.escape(calc.result)}", f"= {exact}", step, count=1)
+
+
+def check_reference(answer: str) -> str:
+    """A GSM8K reference must be one number (`18`, `1,000`, `$5.50`, `-3`, `12%`): ValueError otherwise."""
+    text = answer.strip()
+    if not text:
+        raise ValueError("empty reference answer")
+    if not _STRICT_NUMBER_RE.match(text) or parse_number(text) is None:
+        raise ValueError(f"reference answer {text[:60]!r} is not a number")
+    return _clean(text)
+
+
+class Gsm8kTask(BaseTask):
+    """Grade-school word problems with numeric answers; calculations in steps are checked locally."""
+
     name = NAME
+    answer_instruction = ("Solve it step by step, one step per line, and end with a line "
+                          "'The answer is <number>'.")
+
     format_prompt = staticmethod(format_prompt)
     split_steps = staticmethod(split_steps)
-    extract_answer = staticmethod(extract_answer)
-    answers_match = staticmethod(answers_match)
+
+    def extract_answer(self, solution: str) -> str | None:
+        """The stated answer (`\\boxed{}`, `####`, `A:`, `the answer is`) as a number, else the
+        last number in the text (GSM8K's usual lenient fallback)."""
+        return extract_answer(solution)
+
+    def answers_match(self, predicted: str | None, reference: str | None) -> bool:
+        return answers_match(predicted, reference)
+
+    def answer_key(self, answer: str | None) -> str | None:
+        value = parse_number(answer)
+        return None if value is None else str(value)
+
+    def is_final_step(self, step: str) -> bool:
+        return stated_answer(step)[0] is not None
+
+    def parse_reference(self, raw: str) -> tuple[str, str | None]:
+        """`#### n` (GSM8K), or a final `A: n` / `\\boxed{n}` / `The answer is n` line, or a bare
+        number; the worked solution without its answer line is kept beside it."""
+        text = str(raw).strip()
+        m = _FINAL_RE.search(text)
+        if m:
+            return check_reference(m.group(1)), reference_solution(text) or None
+        answer, form = stated_answer(text)
+        if answer is not None:
+            return check_reference(answer), text
+        if _STRICT_NUMBER_RE.match(text):
+            return check_reference(text), None
+        raise ValueError("no final answer in the reference ('#### n', 'A: n', '\\boxed{n}' or "
+                         "'The answer is n')")
+
+    def verify_steps(self, record: dict, steps: list[str]) -> StepVerdicts | None:
+        """Local checks only: every calculation a step writes must be right (`exact` is False:
+        a step without arithmetic, or a right calculation of the wrong thing, passes)."""
+        correct, expected = [], []
+        for step in steps:
+            ok, fixed = True, step
+            for calc in step_calculations(step):
+                if calc.is_correct() is False:
+                    ok, fixed = False, corrected_step(step, calc) or step
+                    break
+            correct.append(ok)
+            expected.append(fixed)
+        first_wrong = next((i for i, ok in enumerate(correct) if not ok), None)
+        answer = self.extract_answer("\n".join(steps))
+        return StepVerdicts(correct, first_wrong, self.answers_match(answer, record.get("reference_answer")),
+                            expected, exact=False)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 import threading
 
+from prefsynth.tasks.base import BaseTask, last_boxed, stated_answer
+
 NAME = "math"
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
@@ -26,23 +28,6 @@ _HASHES_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 def _timeout(seconds: int) -> int | None:
     """math-verify's signal-based timeout only on the main thread (None disables it)."""
     return seconds if threading.current_thread() is threading.main_thread() else None
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; None if there is none."""
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
-    if not starts:
-        return None
-    i, depth = starts[-1], 1
-    while i < len(text):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[starts[-1]:i].strip()
-        i += 1
-    return None  # unbalanced: no answer rather than a truncated one
 
 
 def extract_answer(solution: str) -> str | None:
@@ -90,9 +75,54 @@ def format_prompt(question: str) -> str:
     return f"Problem: {question.strip()}\nSolution (put the final answer in \\boxed{{}}):\n"
 
 
-class MathTask:
+class MathTask(BaseTask):
+    """MATH-style problems: `\\boxed{}` answers, equivalence by math-verify."""
+
     name = NAME
+    answer_instruction = "Solve it step by step, one step per line, and put the final answer in \\boxed{}."
     format_prompt = staticmethod(format_prompt)
     split_steps = staticmethod(split_steps)
-    extract_answer = staticmethod(extract_answer)
-    answers_match = staticmethod(answers_match)
+
+    def extract_answer(self, solution: str) -> str | None:
+        return extract_answer(solution)
+
+    def answers_match(self, predicted: str | None, reference: str | None) -> bool:
+        return answers_match(predicted, reference)
+
+    def answer_key(self, answer: str | None) -> str | None:
+        # equivalence is symbolic; the vote groups by whitespace-free text (math-verify decides truth)
+        return None if answer is None else re.sub(r"\s+", "", answer.strip().strip("$"))
+
+    def parse_reference(self, raw: str) -> tuple[str, str | None]:
+        """A bare answer (`\\frac{1}{2}`), or a worked solution with a `\\boxed{}` / `####` answer."""
+        text = str(raw).strip()
+        if not text:
+            raise ValueError("empty reference answer")
+        answer, form = stated_answer(text)
+        if answer is not None:
+            return answer, text
+        if "\n" in text or len(text) > 200:
+            raise ValueError("no final answer in the reference solution (\\boxed{...}, '#### x' or 'The answer is x')")
+        return text, None
+
+
+class ChatTask(BaseTask):
+    """Open-ended prompts with no reference: labels come from judges only."""
+
+    name = "chat"
+    needs_reference = False
+
+    def extract_answer(self, solution: str) -> str | None:
+        return None
+
+    def answers_match(self, predicted: str | None, reference: str | None) -> bool:
+        return False
+
+    def is_final_step(self, step: str) -> bool:
+        return False
+
+    def parse_reference(self, raw: str) -> tuple[str, str | None]:
+        text = str(raw).strip()
+        if not text:
+            raise ValueError("empty reference")
+        return text, text

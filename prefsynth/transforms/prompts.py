@@ -85,16 +85,18 @@ def file_record(obj, where: str, cfg: PromptsConfig, seed: int) -> dict:
                           f"> max_prompt_chars={cfg.max_prompt_chars}", cfg.question_field)
     task = get_task(cfg.task)
     answer = solution = None
-    if cfg.answer_field:
-        raw_answer = _text_field(obj, cfg.answer_field, where, required=False)
-        if raw_answer is not None and cfg.task == gsm8k.NAME and "####" in raw_answer:
-            try:
-                answer = gsm8k.reference_answer(raw_answer)
-            except ValueError as err:
-                raise PromptError("bad_answer", f"{where}: field '{cfg.answer_field}': {err}", cfg.answer_field)
-            solution = gsm8k.reference_solution(raw_answer)
-        else:
-            answer = raw_answer
+    raw_answer = _text_field(obj, cfg.answer_field, where, required=False) if cfg.answer_field else None
+    if raw_answer is not None:
+        # the task parses its references (`#### n`, `A: n`, `\boxed{}`): a reference it cannot read
+        # is a dead letter, never a whole worked solution stored as the answer
+        try:
+            answer, solution = task.parse_reference(raw_answer)
+        except ValueError as err:
+            raise PromptError("bad_answer", f"{where}: field '{cfg.answer_field}': {err}", cfg.answer_field)
+    elif task.needs_reference:
+        what = f"field '{cfg.answer_field}' is missing" if cfg.answer_field else "prompts.answer_field is null"
+        raise PromptError("missing_reference", f"{where}: {what}, and task {cfg.task!r} needs a reference answer "
+                          "(use task: chat for prompts judged without one)", cfg.answer_field)
     if cfg.id_field:
         prompt_id = _text_field(obj, cfg.id_field, where, required=True).strip()
         if not prompt_id:
@@ -240,8 +242,17 @@ class ParsePrompt(beam.DoFn):
     """A list of RawRecords (or one) -> one list of prompt records, and a dead letter per bad
     record naming the record and field."""
 
-    def __init__(self, cfg: PromptsConfig, seed: int):
+    def __init__(self, cfg: PromptsConfig, seed: int, prompting=None, tokenizer_path: str | None = None):
+        from prefsynth.prompting import PromptingConfig
+
         self.cfg, self.seed = cfg, seed
+        self.prompting, self.tokenizer_path = prompting or PromptingConfig(), tokenizer_path
+        self.renderer = None
+
+    def setup(self):
+        from prefsynth.prompting import PromptRenderer, load_tokenizer
+
+        self.renderer = PromptRenderer(self.prompting, load_tokenizer(self.tokenizer_path))
 
     def process(self, element):
         records = element if isinstance(element, list) else [element]
@@ -269,6 +280,9 @@ class ParsePrompt(beam.DoFn):
             return None, emit_dead(STAGE, rec.where, err.error_type, str(err), raw_input=raw)
         except Exception as err:  # a bug, not bad input: fail the stage, naming the record
             raise RuntimeError(f"[{STAGE}] record {rec.where}: {type(err).__name__}: {err}") from err
+        if self.renderer is None:
+            self.setup()
+        out["prompt"], out["messages"] = self.renderer.render(get_task(out["task"]), out["question"])
         # the input position travels with the record (dropped before writing): it decides
         # which copy of a duplicated id is kept (KeepFirstById)
         out[POS_SOURCE], out[POS_INDEX] = rec.position

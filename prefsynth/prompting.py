@@ -1,0 +1,106 @@
+"""One way to render a prompt: plain text or the model's chat template, decided once by params.
+
+The prompts stage renders every prompt here and stores both forms: `prompt` (the exact text the
+policy sees: generate, mcts, judges, critiques, train's standard format and evaluate all read it)
+and `messages` (the same conversation as chat messages: TRL's conversational format). So every
+stage sees the same text, and no stage re-renders.
+
+- `format: plain` — the task's plain prompt (arith: `Q: 3+4=?\\n`), few-shot examples before it;
+- `format: chat` — the tokenizer's chat template over [system], few-shot user/assistant turns
+  and the user turn (the question plus the task's answer instruction), with the generation prompt;
+- `format: auto` (default) — chat when the tokenizer has a chat template, plain otherwise (the
+  tiny arith policy has none, and no tokenizer exists before it is trained).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _f(default, help: str):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+FORMATS = ("auto", "plain", "chat")
+
+
+@dataclass
+class PromptingConfig:
+    format: str = _f("auto", "auto (the chat template when the tokenizer has one, else plain) | plain | chat.")
+    tokenizer: str | None = _f(None, "Tokenizer whose chat template renders prompts (path or Hub id); null: "
+                               "bootstrap.model, else policy.model when it is a local directory, else none (plain).")
+    system_prompt: str | None = _f(None, "System message of chat prompts (null: the template's default, if any).")
+    instruction: str | None = _f(None, "Text after the question in the user turn; null: the task's answer "
+                                 "instruction (e.g. gsm8k: end with 'The answer is <number>'); '' for none.")
+    few_shot: list = _f([], "Worked examples before the question: a list of {question, answer} (answer: the "
+                        "full worked solution in the format the task reads).")
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"prompting.format must be one of {FORMATS}, got {self.format!r}")
+        for i, shot in enumerate(self.few_shot):
+            if not isinstance(shot, dict) or set(shot) != {"question", "answer"}:
+                raise ValueError(f"prompting.few_shot[{i}] must be {{question: ..., answer: ...}}, got {shot!r}")
+
+
+def resolve_tokenizer_path(cfg: PromptingConfig, bootstrap_model: str | None, policy_model: str | None) -> str | None:
+    """Which tokenizer renders prompts (None: no tokenizer, plain text)."""
+    import os
+
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    if bootstrap_model:
+        return bootstrap_model
+    if policy_model and os.path.isdir(policy_model):
+        return policy_model
+    return None
+
+
+def load_tokenizer(path: str | None):
+    if path is None:
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+class PromptRenderer:
+    """Renders questions of a task as (prompt text, messages); one per stage worker."""
+
+    def __init__(self, cfg: PromptingConfig, tokenizer=None):
+        if cfg.format == "chat" and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
+            raise ValueError("prompting.format is chat, but the tokenizer "
+                             f"({getattr(tokenizer, 'name_or_path', None) or 'none: set prompting.tokenizer'}) "
+                             "has no chat template")
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.chat = cfg.format == "chat" or (cfg.format == "auto" and tokenizer is not None
+                                               and bool(getattr(tokenizer, "chat_template", None)))
+
+    @property
+    def mode(self) -> str:
+        return "chat" if self.chat else "plain"
+
+    def _user(self, task, question: str) -> str:
+        if self.cfg.instruction is None:
+            return task.user_message(question)
+        return f"{question.strip()}\n{self.cfg.instruction}" if self.cfg.instruction else question.strip()
+
+    def messages(self, task, question: str) -> list[dict]:
+        msgs = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
+        for shot in self.cfg.few_shot:
+            msgs += [{"role": "user", "content": self._user(task, shot["question"])},
+                     {"role": "assistant", "content": shot["answer"].strip()}]
+        return msgs + [{"role": "user", "content": self._user(task, question)}]
+
+    def render(self, task, question: str) -> tuple[str, list[dict]]:
+        msgs = self.messages(task, question)
+        if self.chat:
+            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return text, msgs
+        shots = "".join(task.format_prompt(s["question"]) + s["answer"].strip() + "\n\n" for s in self.cfg.few_shot)
+        system = f"{self.cfg.system_prompt.strip()}\n\n" if self.cfg.system_prompt else ""
+        text = system + shots + task.format_prompt(question)
+        # plain text: the conversational form is that same text as one user turn
+        return text, [{"role": "user", "content": text}]
