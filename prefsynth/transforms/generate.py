@@ -94,14 +94,25 @@ class _Progress:
 
 
 class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
-    """RunInference handler: prompt records in, (record, completions | failure) out."""
+    """RunInference handler: prompt records in, (record, completions | failure) out.
+
+    With a resume folder, a finished batch is saved whole, and — for backends that report each
+    prompt as it finishes (`generate(..., on_result=...)`: the HTTP backend) — each finished prompt
+    as soon as it is answered, so a crash mid-batch costs only the prompts still in flight. Saved
+    results are keyed by the run's identity (model files, backend settings, sampling, seed), so a
+    folder left by a run with another model or sampling is never reused.
+    """
 
     def __init__(self, policy: PolicyConfig, model: str, sampling: SamplingParams, seed: int,
                  truncate_long_prompts: bool = False, stage: str = "generate", resume_dir: str | None = None):
+        from prefsynth.transforms.checkpoints import resume_identity
+
         super().__init__()
         self.policy, self.model, self.sampling, self.seed = policy, model, sampling, seed
         self.truncate, self.stage = truncate_long_prompts, stage
-        self.checkpoints = BatchCheckpoints(resume_dir)
+        identity = resume_identity(stage, model, policy, sampling, seed,
+                                   truncate_long_prompts=truncate_long_prompts) if resume_dir else ""
+        self.checkpoints = BatchCheckpoints(resume_dir, identity)
         self._progress: _Progress | None = None
 
     def should_skip_batching(self) -> bool:
@@ -116,36 +127,58 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
     def run_inference(self, batch: Sequence[dict], model, inference_args=None) -> Iterable[PredictionResult]:
         if self._progress is None:
             self._progress = _Progress(self.stage)
-        key = self.checkpoints.key([r["prompt_id"] for r in batch])
+        ids = [r["prompt_id"] for r in batch]
+        key = self.checkpoints.key(ids)
+        per_prompt = self._reports_each_prompt(model)
+        results: list[Any] = [None] * len(batch)
+        cut = [False] * len(batch)
         saved = self.checkpoints.load(key)
-        if saved is not None:  # finished before a crash: reuse, do not call the model again
-            beam.metrics.Metrics.counter(NAMESPACE, "resumed_batches").inc()
-            results, cut = saved
-            return [PredictionResult(example={**rec, "_truncated": t}, inference=res)
-                    for rec, res, t in zip(batch, results, cut)]
+        if saved is not None:
+            results, cut = list(saved[0]), list(saved[1])
+            if all(r is not None for r in results):  # finished before a crash: reuse, no model call
+                beam.metrics.Metrics.counter(NAMESPACE, "resumed_batches").inc()
+                return self._predictions(batch, results, cut)
+        elif per_prompt and self.checkpoints.directory:
+            for i, pid in enumerate(ids):  # prompts answered before a crash in the middle of this batch
+                got = self.checkpoints.load_prompt(pid)
+                if got is not None:
+                    results[i], cut[i] = got
+        reused = sum(r is not None for r in results)
+        if reused:
+            beam.metrics.Metrics.counter(NAMESPACE, "resumed_prompts").inc(reused)
         beam.metrics.Metrics.counter(NAMESPACE, "computed_batches").inc()
         tokenizer = getattr(model, "tokenizer", None)
         max_positions = getattr(model, "max_positions", None)
-        results: list[Any] = [None] * len(batch)
-        send, send_idx, truncated = [], [], {}
+        send, send_idx = [], []
         for i, rec in enumerate(batch):
-            prompt, cut, error = fit_prompt(rec["prompt"], tokenizer, max_positions,
-                                            self.sampling.max_new_tokens, self.truncate)
+            if results[i] is not None:
+                continue
+            prompt, was_cut, error = fit_prompt(rec["prompt"], tokenizer, max_positions,
+                                                self.sampling.max_new_tokens, self.truncate)
             if error:
                 results[i] = GenerationFailure("prompt_too_long", f"prompt {rec['prompt_id']}: {error}")
             else:
                 send.append(prompt)
                 send_idx.append(i)
-                truncated[i] = cut
+                cut[i] = was_cut
         if send:
             seeds = [seed_for(self.seed, batch[i]["prompt_id"], self.stage) for i in send_idx]
             retries_before = getattr(model, "retries", 0)
+            kwargs = {}
+            if per_prompt and self.checkpoints.directory:
+                def keep(j: int, result: Any) -> None:
+                    i = send_idx[j]
+                    try:
+                        self.checkpoints.save_prompt(ids[i], result, cut[i])
+                    except Exception as err:  # noqa: BLE001 - the batch file still keeps it when it ends
+                        log.warning("[%s] could not save prompt %s for resume: %s", self.stage, ids[i], err)
+                kwargs["on_result"] = keep
             try:
-                outs = model.generate(send, self.sampling, seeds)
+                outs = model.generate(send, self.sampling, seeds, **kwargs)
             except Exception as err:
                 # not a per-record failure (those come back as GenerationFailure): the whole batch
-                # failed; say which one, so the log names stage, batch and records
-                ids = [r["prompt_id"] for r in batch]
+                # failed (e.g. the server is gone); say which one, so the log names stage, batch and
+                # records. Prompts answered before it are kept for the re-run.
                 log.error("[%s] batch %s (%d prompts, %s .. %s) failed: %s: %s", self.stage, key, len(ids),
                           ids[0], ids[-1], type(err).__name__, err)
                 raise RuntimeError(f"[{self.stage}] batch {key} (prompts {ids[0]} .. {ids[-1]}): "
@@ -155,17 +188,33 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
                 beam.metrics.Metrics.counter(NAMESPACE, "model_retries").inc(retries)
             for i, out in zip(send_idx, outs):
                 results[i] = out
-        n_tokens = sum(c.n_tokens for r in results if isinstance(r, list) for c in r)
-        n_samples = sum(len(r) for r in results if isinstance(r, list))
+        fresh = [results[i] for i in send_idx]
+        n_tokens = sum(c.n_tokens for r in fresh if isinstance(r, list) for c in r)
+        n_samples = sum(len(r) for r in fresh if isinstance(r, list))
         beam.metrics.Metrics.counter(NAMESPACE, "model_requests").inc(len(send))
         beam.metrics.Metrics.counter(NAMESPACE, "model_failures").inc(
             sum(isinstance(r, GenerationFailure) for r in results))
         beam.metrics.Metrics.counter(NAMESPACE, "generated_tokens").inc(n_tokens)
         self._progress.add(len(batch), n_samples, n_tokens)
-        cut = [truncated.get(i, False) for i in range(len(batch))]
-        self.checkpoints.save(key, results, cut)
+        self.checkpoints.save(key, results, cut, ids)
+        if per_prompt:
+            self.checkpoints.drop_prompts(ids)
+        return self._predictions(batch, results, cut)
+
+    @staticmethod
+    def _predictions(batch, results, cut) -> list[PredictionResult]:
         return [PredictionResult(example={**rec, "_truncated": t}, inference=res)
                 for rec, res, t in zip(batch, results, cut)]
+
+    @staticmethod
+    def _reports_each_prompt(model) -> bool:
+        """Whether the backend's generate takes `on_result` (reports each prompt as it finishes)."""
+        import inspect
+
+        try:
+            return "on_result" in inspect.signature(model.generate).parameters
+        except (TypeError, ValueError):
+            return False
 
     def get_metrics_namespace(self) -> str:
         return f"{NAMESPACE}.{self.stage}.inference"
