@@ -18,11 +18,13 @@ from prefsynth.schemas.io import WriteDataset, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.prompts import (
+    KEPT,
     STAGE,
     POSITION_FIELDS,
     KeepFirstById,
     ParsePrompt,
     RawRecord,
+    check_input_file,
     jsonl_ranges,
     read_jsonl_range,
     read_parquet_chunks,
@@ -52,6 +54,8 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
     else:
         raise ValueError(f"params.yaml: prompts.source must be arith, jsonl or parquet, got {cfg.source!r}")
     spread = params.beam.direct_num_workers > 1 or params.beam.preset != "local"
+    if cfg.source in ("jsonl", "parquet"):
+        check_input_file(cfg.path, cfg)  # missing file, wrong kind, missing column: one clear error
     if cfg.source == "jsonl":
         # byte ranges of whole lines: each worker reads its own, no records cross workers before parsing
         ranges = pipeline | "Ranges" >> beam.Create(jsonl_ranges(cfg.path))
@@ -96,6 +100,11 @@ def main(argv: list[str] | None = None) -> None:
         STAGE, params.beam, {"prompts": Output(args.out, "prompts"), "dead": Output(args.dead, "dead_letters")},
         "prompts", "dead", lambda p, out: build(p, params, out), reports_dir=args.reports,
     )
-    splits = collections.Counter(read_table(args.out, columns=["split"]).column("split").to_pylist())
+    table = read_table(args.out, columns=["split", "reference_answer"])
+    splits = collections.Counter(table.column("split").to_pylist())
+    # records kept though odd, each under its own name: prompts without a reference answer (a
+    # task that needs none) as written, the others as counted while parsing (before de-duplication)
+    kept = {k[len(KEPT):]: v for k, v in account.counters.items() if k.startswith(KEPT) and v}
+    kept["without_reference"] = table.column("reference_answer").null_count
     write_metrics(args.metrics, {"accounting": account.to_dict(), "splits": dict(sorted(splits.items())),
-                                 "prompt_format": mode, "tokenizer": tokenizer})
+                                 **dict(sorted(kept.items())), "prompt_format": mode, "tokenizer": tokenizer})

@@ -7,7 +7,9 @@ count every input record once.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
+import unicodedata
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -23,6 +25,17 @@ from prefsynth.transforms.deadletters import DEAD, count_dropped, count_in, emit
 
 SPLITS = ("train", "test")
 STAGE = "prompts"
+KEPT = "kept."  # counters of records kept though odd (metrics/prompts.json names each)
+
+
+_KEPT_COUNTERS: dict = {}
+
+
+def count_kept(note: str, n: int = 1) -> None:
+    c = _KEPT_COUNTERS.get(note)
+    if c is None:
+        c = _KEPT_COUNTERS[note] = beam.metrics.Metrics.counter("prefsynth", KEPT + note)
+    c.inc(n)
 
 
 class PromptError(ValueError):
@@ -56,7 +69,28 @@ def arith_record(problem: arith.ArithProblem, source: str, seed: int, test_fract
     }
 
 
-def _text_field(obj: dict, name: str, where: str, required: bool) -> str | None:
+def check_text(text: str, where: str, name: str, allow_nul: bool = False) -> str:
+    """`text` if it can be stored: a lone surrogate (JSON `"\\ud800"`) cannot be encoded as UTF-8
+    (Arrow, Parquet and hashing would fail on it) and a NUL is no part of a prompt; PromptError
+    `invalid_text` naming the field otherwise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise PromptError("invalid_text", f"{where}: field '{name}' has a lone surrogate "
+                          f"(\\u{ord(text[err.start]):04x} at character {err.start}), not encodable as UTF-8",
+                          name) from None
+    if not allow_nul and "\x00" in text:
+        raise PromptError("invalid_text", f"{where}: field '{name}' contains a NUL character "
+                          f"(at character {text.index(chr(0))})", name)
+    return text
+
+
+def has_visible_text(text: str) -> bool:
+    """Anything but whitespace, control and format characters (zero-width spaces, BOMs)?"""
+    return any(unicodedata.category(c)[0] not in "CZ" for c in text)
+
+
+def _text_field(obj: dict, name: str, where: str, required: bool, bad_value: str = "wrong_type") -> str | None:
     if name not in obj or obj[name] is None:
         if required:
             raise PromptError("missing_field", f"{where}: field '{name}' is missing", name)
@@ -64,11 +98,47 @@ def _text_field(obj: dict, name: str, where: str, required: bool) -> str | None:
     value = obj[name]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise PromptError("wrong_type", f"{where}: field '{name}' must be a string, got {type(value).__name__}", name)
-    return str(value)
+    if isinstance(value, float) and not math.isfinite(value):  # JSON NaN/Infinity, a float NaN in Parquet
+        raise PromptError(bad_value, f"{where}: field '{name}' is {value!r}, not a value", name)
+    return check_text(value, where, name) if isinstance(value, str) else str(value)
 
 
-def file_record(obj, where: str, cfg: PromptsConfig, seed: int) -> dict:
-    """One prompt record from a parsed input object; raises PromptError naming the field."""
+def _metadata_value(value, where: str, key: str, notes: list | None):
+    """A metadata value as JSON can hold it: NaN/Infinity become null (counted in `notes`), UTF-8
+    bytes become text; un-encodable text and non-UTF-8 bytes are PromptErrors naming the field."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if notes is not None:
+            notes.append("metadata_non_finite_as_null")
+        return None
+    if isinstance(value, str):
+        return check_text(value, where, f"metadata.{key}", allow_nul=True)
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return check_text(bytes(value).decode("utf-8"), where, f"metadata.{key}", allow_nul=True)
+        except UnicodeDecodeError:
+            raise PromptError("wrong_type", f"{where}: field '{key}' (metadata) holds {len(value)} bytes of "
+                              "binary data that are not UTF-8 text", key) from None
+    if isinstance(value, dict):
+        return {check_text(str(k), where, f"metadata.{key}", allow_nul=True): _metadata_value(v, where, key, notes)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_metadata_value(v, where, key, notes) for v in value]
+    return value
+
+
+def metadata_json(extra: dict, where: str, notes: list | None = None) -> str | None:
+    """The fields a record has beside the configured ones, as one JSON object (strict JSON: no NaN)."""
+    if not extra:
+        return None
+    clean = {check_text(str(k), where, "metadata", allow_nul=True): _metadata_value(v, where, str(k), notes)
+             for k, v in extra.items()}
+    text = json.dumps(clean, sort_keys=True, ensure_ascii=False, default=str, allow_nan=False)
+    return check_text(text, where, "metadata", allow_nul=True)  # what `default=str` made of odd objects
+
+
+def file_record(obj, where: str, cfg: PromptsConfig, seed: int, notes: list | None = None) -> dict:
+    """One prompt record from a parsed input object; raises PromptError naming the field.
+    `notes` (if given) collects what was kept though odd (e.g. `without_reference`), to be counted."""
     if not isinstance(obj, dict):
         raise PromptError("not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}")
     question = obj.get(cfg.question_field)
@@ -77,15 +147,19 @@ def file_record(obj, where: str, cfg: PromptsConfig, seed: int) -> dict:
     if not isinstance(question, str):
         raise PromptError("wrong_type", f"{where}: field '{cfg.question_field}' must be a string, "
                           f"got {type(question).__name__}", cfg.question_field)
-    question = question.strip()
+    question = check_text(question, where, cfg.question_field).strip()
     if not question:
         raise PromptError("empty_text", f"{where}: field '{cfg.question_field}' is empty", cfg.question_field)
+    if not has_visible_text(question):
+        raise PromptError("empty_text", f"{where}: field '{cfg.question_field}' has only whitespace, control "
+                          "or format characters", cfg.question_field)
     if len(question) > cfg.max_prompt_chars:
         raise PromptError("too_long", f"{where}: field '{cfg.question_field}' has {len(question)} chars "
                           f"> max_prompt_chars={cfg.max_prompt_chars}", cfg.question_field)
     task = get_task(cfg.task)
     answer = solution = None
-    raw_answer = _text_field(obj, cfg.answer_field, where, required=False) if cfg.answer_field else None
+    raw_answer = _text_field(obj, cfg.answer_field, where, required=False, bad_value="bad_answer") \
+        if cfg.answer_field else None
     if raw_answer is not None:
         # the task parses its references (`#### n`, `A: n`, `\boxed{}`): a reference it cannot read
         # is a dead letter, never a whole worked solution stored as the answer
@@ -97,6 +171,8 @@ def file_record(obj, where: str, cfg: PromptsConfig, seed: int) -> dict:
         what = f"field '{cfg.answer_field}' is missing" if cfg.answer_field else "prompts.answer_field is null"
         raise PromptError("missing_reference", f"{where}: {what}, and task {cfg.task!r} needs a reference answer "
                           "(use task: chat for prompts judged without one)", cfg.answer_field)
+    elif notes is not None:
+        notes.append("without_reference")  # kept: the task judges prompts without a reference
     if cfg.id_field:
         prompt_id = _text_field(obj, cfg.id_field, where, required=True).strip()
         if not prompt_id:
@@ -122,7 +198,7 @@ def file_record(obj, where: str, cfg: PromptsConfig, seed: int) -> dict:
         "reference_answer": answer,
         "reference_solution": solution,
         "source": where,
-        "metadata": json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str) if extra else None,
+        "metadata": metadata_json(extra, where, notes),
     }
 
 
@@ -131,10 +207,15 @@ def parse_json_line(raw: bytes, where: str):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise PromptError("invalid_utf8", f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})")
+    text = text.removeprefix("\ufeff")  # a byte-order mark (files saved on Windows) is no part of the JSON
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise PromptError("invalid_json", f"{where}: invalid JSON ({err.msg} at column {err.colno})")
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise PromptError("invalid_json", f"{where}: invalid JSON ({err})")
+    except RecursionError:
+        raise PromptError("invalid_json", f"{where}: invalid JSON (nested too deeply)") from None
 
 
 # ---- Beam shell --------------------------------------------------------------------------------
@@ -174,11 +255,51 @@ def read_jsonl_lines(path: str):
             yield RawRecord(f"{name}:{lineno}", (name, lineno), raw)
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
+def _not_parquet(path: str, err: Exception) -> ValueError:
+    return ValueError(f"prompts.path {path}: not a Parquet file ({err}); "
+                      "if it holds one JSON object per line, set prompts.source: jsonl")
+
+
+def check_input_file(path: str, cfg: PromptsConfig) -> None:
+    """Driver-side checks of a jsonl/parquet input before the pipeline, each one clear error
+    naming the file: it exists, it is of the configured kind, and a Parquet file has the
+    configured columns (a missing column would make every record a dead letter)."""
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(f"prompts.path {path}: no such file (source: {cfg.source})")
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        head = f.read(4)
+    if cfg.source == "jsonl":
+        if head == PARQUET_MAGIC:
+            raise ValueError(f"prompts.path {path}: a Parquet file, not JSON lines; set prompts.source: parquet")
+        return
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            names = pq.ParquetFile(f).schema_arrow.names
+    except (pa.ArrowException, OSError) as err:
+        raise _not_parquet(path, err) from None
+    task = get_task(cfg.task)
+    wanted = [("question_field", cfg.question_field), ("id_field", cfg.id_field), ("split_field", cfg.split_field)]
+    if task.needs_reference:
+        wanted.append(("answer_field", cfg.answer_field))
+    for key, column in wanted:
+        if column and column not in names:
+            need = f" (task {cfg.task!r} needs a reference answer; task: chat needs none)" if key == "answer_field" else ""
+            raise ValueError(f"prompts.path {path}: no column {column!r} (prompts.{key}){need}; "
+                             f"its columns: {names}")
+
+
 def read_parquet_rows(path: str):
     name = posixpath.basename(path)
     with FileSystems.open(path) as f:
-        for i, row in enumerate(pq.read_table(f).to_pylist(), start=1):
-            yield RawRecord(f"{name}:row{i}", (name, i), row)
+        try:
+            table = pq.read_table(f)
+        except pa.ArrowInvalid as err:
+            raise _not_parquet(path, err) from None
+    for i, row in enumerate(table.to_pylist(), start=1):
+        yield RawRecord(f"{name}:row{i}", (name, i), row)
 
 
 RANGE_BYTES = 8 << 20  # JSONL bytes per read work item
@@ -269,17 +390,20 @@ class ParsePrompt(beam.DoFn):
 
     def _parse(self, rec: RawRecord):
         """(prompt record, None) for a good record, (None, dead letter) for a bad one."""
+        notes: list[str] = []
         try:
             if isinstance(rec.payload, arith.ArithProblem):
                 out = arith_record(rec.payload, rec.where, self.seed, self.cfg.test_fraction)
             else:
                 obj = parse_json_line(rec.payload, rec.where) if isinstance(rec.payload, bytes) else rec.payload
-                out = file_record(obj, rec.where, self.cfg, self.seed)
+                out = file_record(obj, rec.where, self.cfg, self.seed, notes)
         except PromptError as err:
             raw = rec.payload.decode("utf-8", "backslashreplace") if isinstance(rec.payload, bytes) else rec.payload
             return None, emit_dead(STAGE, rec.where, err.error_type, str(err), raw_input=raw)
         except Exception as err:  # a bug, not bad input: fail the stage, naming the record
             raise RuntimeError(f"[{STAGE}] record {rec.where}: {type(err).__name__}: {err}") from err
+        for note in set(notes):  # kept though odd: counted per record (before de-duplication)
+            count_kept(note)
         if self.renderer is None:
             self.setup()
         out["prompt"], out["messages"] = self.renderer.render(get_task(out["task"]), out["question"])
