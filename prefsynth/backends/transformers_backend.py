@@ -201,13 +201,14 @@ class TransformersBackend:
     # ---- score ---------------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
-        """Sum of log-probs of each continuation's tokens given its prompt."""
-        if len(prompts) != len(continuations):
-            raise ValueError("score: one continuation per prompt")
-        tok = self.tokenizer
-        p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
-        seqs = [a + b for a, b in zip(p_ids, c_ids)]
+        """Sum of log-probs of each continuation's tokens given its prompt.
+
+        Prompt and continuation are tokenized together, as the model sees the joined text (see
+        `continuation_token_span`): a token straddling the boundary (a BPE " A" after a prompt ending
+        in a space) belongs to the continuation. A continuation with no token raises ValueError.
+        """
+        spans = scored_spans(self.tokenizer, prompts, continuations, add_special_tokens=False)
+        seqs = [ids for ids, _ in spans]
         out: list[float] = [0.0] * len(seqs)
         for width, idx in self._buckets([len(s) for s in seqs]):
             for i in range(0, len(idx), self.batch_size):
@@ -218,9 +219,58 @@ class TransformersBackend:
                 logp = torch.log_softmax(logits[:, :-1], dim=-1)
                 tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()
                 for r, j in enumerate(chunk):
-                    n_c = len(c_ids[j])
-                    out[j] = float(tok_lp[r, width - 1 - n_c:].sum()) if n_c else 0.0
+                    n_c = len(seqs[j]) - spans[j][1]
+                    out[j] = float(tok_lp[r, width - 1 - n_c:].sum())
         return out
+
+
+def continuation_token_span(tokenizer, prompt: str, continuation: str,
+                            add_special_tokens: bool = False) -> tuple[list[int], int]:
+    """(token ids of prompt + continuation tokenized together, index of the continuation's first token).
+
+    The continuation is every token whose character span ends after len(prompt): a token that
+    straddles the boundary (BPE merges a prompt's trailing space into " A") is the continuation's.
+    Fast tokenizers locate tokens by their offsets; a slow one by the longest common prefix of the
+    prompt's own tokens and the joint ones (the first differing token starts the continuation).
+    Trailing special tokens (an EOS some tokenizers append) are not part of the continuation.
+    `first == len(ids)` means the continuation has no token of its own.
+    """
+    full = prompt + continuation
+    cut = len(prompt)
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(full, add_special_tokens=add_special_tokens, return_offsets_mapping=True,
+                        return_special_tokens_mask=True)
+        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+        special = enc.get("special_tokens_mask") or [0] * len(ids)
+        while ids and special[len(ids) - 1] and add_special_tokens:
+            ids.pop()
+        first = next((i for i in range(len(ids)) if not special[i] and offsets[i][1] > cut), len(ids))
+        return ids, first
+    ids = list(tokenizer(full, add_special_tokens=add_special_tokens)["input_ids"])
+    p_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+    first = 0
+    while first < min(len(ids), len(p_ids)) and ids[first] == p_ids[first]:
+        first += 1
+    return ids, first
+
+
+def scored_spans(tokenizer, prompts: Sequence[str], continuations: Sequence[str],
+                 add_special_tokens: bool = False) -> list[tuple[list[int], int]]:
+    """`continuation_token_span` for every pair; a continuation with no token of its own, or with
+    no token before it to condition on, is a ValueError (never a silent score of 0)."""
+    if len(prompts) != len(continuations):
+        raise ValueError("score: one continuation per prompt")
+    spans = []
+    for k, (p, c) in enumerate(zip(prompts, continuations)):
+        ids, first = continuation_token_span(tokenizer, p, c, add_special_tokens)
+        if first >= len(ids):
+            raise ValueError(f"score: continuation {c!r} (item {k}) has no tokens of its own after prompt "
+                             f"...{p[-40:]!r}: nothing to score")
+        if first == 0:
+            raise ValueError(f"score: continuation {c!r} (item {k}) starts the sequence (empty prompt and no "
+                             "BOS token): its first token has no context to be scored in")
+        spans.append((ids, first))
+    return spans
 
 
 def _top_p_mask(scores: torch.Tensor, top_p: float) -> torch.Tensor:

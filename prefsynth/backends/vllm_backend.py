@@ -60,16 +60,32 @@ class VLLMBackend:
         return results
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Sum of log-probs of each continuation's tokens given its prompt.
+
+        The joined text is tokenized here, as vLLM would tokenize a text prompt (special tokens
+        added), the continuation's tokens are located by character offsets (see
+        `continuation_token_span`: a token straddling the boundary is the continuation's), and
+        exactly those token ids go to vLLM as the prompt, so the tokens scored are the tokens
+        located. A continuation with no token raises ValueError.
+        """
         from vllm import SamplingParams as VllmSampling
 
-        full = [p + c for p, c in zip(prompts, continuations)]
-        outs = self.llm.generate(full, VllmSampling(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+        from prefsynth.backends.transformers_backend import scored_spans
+
+        try:
+            from vllm.inputs import TokensPrompt
+        except ImportError:  # a TypedDict: a plain dict is the same request
+            TokensPrompt = dict  # noqa: N806
+        spans = scored_spans(self.tokenizer, prompts, continuations, add_special_tokens=True)
+        requests = [TokensPrompt(prompt_token_ids=list(ids)) for ids, _ in spans]
+        outs = self.llm.generate(requests, VllmSampling(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
         scores = []
-        for p, out in zip(prompts, outs):
-            n_prompt = len(self.tokenizer(p, add_special_tokens=True)["input_ids"])
-            total = 0.0
-            for tok_id, lp in zip(out.prompt_token_ids[n_prompt:], (out.prompt_logprobs or [])[n_prompt:]):
-                if lp is not None:
-                    total += float(lp[tok_id].logprob)
-            scores.append(total)
+        for k, ((ids, first), out) in enumerate(zip(spans, outs)):
+            # prompt_logprobs[i]: {token_id: Logprob} for position i (None at 0, which has no context);
+            # with prompt_logprobs=0 each dict holds the prompt's own token (plus a top-1 if it differs)
+            plp = out.prompt_logprobs
+            if plp is None or len(plp) != len(ids):
+                raise RuntimeError(f"vLLM returned {0 if plp is None else len(plp)} prompt log-probs for "
+                                   f"{len(ids)} prompt tokens (item {k})")
+            scores.append(sum(float(plp[i][ids[i]].logprob) for i in range(first, len(ids))))
         return scores
