@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,11 @@ log = logging.getLogger("prefsynth")
 
 class AccountingError(RuntimeError):
     pass
+
+
+class StageGuardError(RuntimeError):
+    """A stage whose books balance but whose result is not worth committing: an empty output, or
+    more dead letters than `max_dead_fraction` allows. Its dead letters are committed all the same."""
 
 
 @dataclass
@@ -219,6 +225,54 @@ def _deferred_signals():
         raise KeyboardInterrupt(f"{signal.Signals(got[0]).name} after the outputs were committed")
 
 
+def dead_limit(explicit: float | None = None) -> float:
+    """`max_dead_fraction`: the one given, else that of the params this process loaded last
+    (`load_params`), else the default of params.yaml."""
+    from prefsynth.config import Params, load_params
+
+    if explicit is not None:
+        return float(explicit)
+    loaded = getattr(load_params, "last_loaded", None)
+    if loaded is not None:
+        return float(loaded.max_dead_fraction)
+    return float(Params.__dataclass_fields__["max_dead_fraction"].default)
+
+
+def guard_problem(account: Account, max_dead_fraction: float) -> str | None:
+    """Why a balanced stage must still fail, or None. max_dead_fraction >= 1 turns the guard off."""
+    if max_dead_fraction >= 1:
+        return None
+    if account.n_in == 0:
+        return "its input is empty (0 records)"
+    if account.n_dead / account.n_in > max_dead_fraction:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(account.dead.items(), key=lambda kv: -kv[1]))
+        return (f"{account.n_dead} of {account.n_in} input records ({account.n_dead / account.n_in:.0%}) are dead "
+                f"letters ({reasons}), more than max_dead_fraction={max_dead_fraction:g}")
+    if account.n_out == 0:
+        return (f"its output is empty ({account.n_in} records in: {account.n_dropped} dropped, "
+                f"{account.n_dead} dead)")
+    return None
+
+
+def end_process(code: int = 0) -> None:
+    """End a CLI process whose stage has committed its outputs: flush, then `os._exit(code)`.
+
+    A finished stage was seen to abort at interpreter exit with `terminate called without an active
+    exception` (exit 134): a native thread pool (Arrow's, used by every Parquet read and write; see
+    apache/arrow#34314) is torn down by C++ static destructors while one of its threads is still
+    joinable. Nothing is left to do once the outputs and metrics are written, so the process ends
+    here without running those destructors. Call it only from the command-line entry point, never
+    from library code or tests (it ends the interpreter).
+    """
+    for h in logging.getLogger().handlers + log.handlers:
+        with contextlib.suppress(Exception):
+            h.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def write_metrics(path: str | Path, metrics: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +295,7 @@ def run_stage(
     count_out: Callable[[dict[str, str]], int] | None = None,
     refs: dict[str, list] | None = None,
     reports_dir: str | None = "reports",
+    max_dead_fraction: float | None = None,
 ) -> Account:
     """Build and run a stage's pipeline into staging folders, account, validate, and commit.
 
@@ -249,7 +304,9 @@ def run_stage(
     the dead-letter output; `count_out(staging_paths)` counts the output in the unit of the input
     (e.g. distinct prompts for a stage that writes several rows per prompt); `refs` are the ids of
     other datasets for foreign-key expectations. Raises AccountingError or ValidationFailed
-    (and commits nothing) when the books do not balance or an expectation fails.
+    (and commits nothing) when the books do not balance or an expectation fails. Raises
+    StageGuardError, after committing only the dead letters, when the output is empty or the dead
+    share exceeds `max_dead_fraction` (None: the loaded params' `max_dead_fraction`, see dead_limit).
     """
     from prefsynth.validation import validate_table
 
@@ -285,6 +342,21 @@ def run_stage(
     if n_dead_rows != account.n_dead:
         raise AccountingError(f"stage {stage}: {n_dead_rows} dead-letter rows written but {account.n_dead} counted")
     account.check()
+    problem = guard_problem(account, dead_limit(max_dead_fraction))
+    if problem:
+        log.info(account.summary_line())
+        dead_out = outputs[dead_name]
+        validate_table(read_table(staging[dead_name]), dead_out.dataset, stage, refs, reports_dir)
+        with _deferred_signals():
+            commit_dir(staging[dead_name], dead_out.path)
+        for name, path in staging.items():
+            if name != dead_name:
+                clear_dir(path)
+        kept = ", ".join(o.path for n, o in outputs.items() if n != dead_name)
+        line = (f"[{stage}] failed: {problem}; {account.n_dead} dead letters written to {dead_out.path}, "
+                f"nothing else committed ({kept} unchanged)")
+        log.error(line)
+        raise StageGuardError(line)
     for name, out in outputs.items():
         validate_table(read_table(staging[name]), out.dataset, stage, refs, reports_dir)
     with _deferred_signals():  # a Ctrl-C now waits for the commit: never a half-replaced output
