@@ -187,6 +187,7 @@ class PairsConfig:
 
 @dataclass
 class CriticConfig:
+    enabled: bool = _f(True, "Train the tiny critic (arith runs only; other runs skip the stage cleanly).")
     n_layer: int = _f(2, "Tiny critic: transformer layers.")
     n_embd: int = _f(64, "Tiny critic: width.")
     n_head: int = _f(2, "Tiny critic: attention heads.")

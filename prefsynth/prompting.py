@@ -104,3 +104,37 @@ class PromptRenderer:
         text = system + shots + task.format_prompt(question)
         # plain text: the conversational form is that same text as one user turn
         return text, [{"role": "user", "content": text}]
+
+
+def problem_text(record: dict) -> str:
+    """The problem as a judge or critic should see it inside its own template: the plain prompt
+    (arith: `Q: 3+4=?`) when prompts are plain text, the bare question when they are chat-rendered
+    (a chat template inside another template would only confuse the judge)."""
+    messages = record.get("messages") or []
+    if messages and messages[-1].get("content") == record["prompt"]:
+        return record["prompt"].strip()
+    return (record.get("question") or record["prompt"]).strip()
+
+
+class ChatTemplated:
+    """A judge/critic template whose rendered text becomes the user turn of the model's chat
+    template (with the generation prompt): instruct models are asked the way they were trained.
+    Used only where the model's tokenizer has a chat template (a served model gets raw text)."""
+
+    def __init__(self, template, tokenizer):
+        self.template, self.tokenizer = template, tokenizer
+        self.name, self.source = getattr(template, "name", None), getattr(template, "source", None)
+
+    def render(self, **values) -> str:
+        return chat_wrap(self.tokenizer, self.template.render(**values))
+
+
+def has_chat_template(tokenizer) -> bool:
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_wrap(tokenizer, text: str) -> str:
+    if not has_chat_template(tokenizer):
+        return text
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                         add_generation_prompt=True)

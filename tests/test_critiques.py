@@ -200,7 +200,7 @@ def test_training_examples_hold_out_by_prompt():
     from prefsynth.pipelines.critic import build_examples
     from prefsynth.transforms.critiques import critic_holdout
 
-    params = load_params("/nonexistent", {"critic.max_steps": 5, "critic.batch_size": 8, "critic.heldout_fraction": 0.3})
+    params = load_params(None, {"critic.max_steps": 5, "critic.batch_size": 8, "critic.heldout_fraction": 0.3})
     prompts = _prompt_records(40)
     responses = _response_records(prompts)
     examples, heldout, stats = build_examples(params, prompts, responses, load_template(), lambda p, c: True)

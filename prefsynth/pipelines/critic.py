@@ -14,6 +14,7 @@ truly-wrong), for policy responses and planted errors separately.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import shutil
@@ -88,7 +89,7 @@ def build_examples(params: Params, prompts: list[dict], responses: list[dict], t
     cap = cfg.max_response_examples if cfg.max_response_examples is not None else n_total
     for r in ordered:
         prompt = by_id[r["prompt_id"]]
-        problem = arith.parse_expression(prompt["prompt"])
+        problem = arith.parse_expression(prompt["question"])
         p, c, fw = _example(template, problem, list(r["steps"]))
         if r["prompt_id"] in held:
             heldout.append({"prompt": p, "truth": fw, "n_steps": len(r["steps"]), "source": "responses"})
@@ -135,7 +136,7 @@ def build_examples(params: Params, prompts: list[dict], responses: list[dict], t
     tests = sorted((p for p in prompts if p["split"] == "test" and p["task"] == arith.NAME),
                    key=lambda p: p["prompt_id"])
     for prompt in tests[: cfg.eval_examples - len(heldout)]:
-        problem = arith.parse_expression(prompt["prompt"])
+        problem = arith.parse_expression(prompt["question"])
         rng = random.Random(seed_for(params.seed, prompt["prompt_id"], "critic/eval"))
         steps = arith.planted_error_steps(problem, rng)[0] if rng.random() < 0.5 else problem.solution_steps
         p, _, fw = _example(template, problem, steps)
@@ -187,6 +188,21 @@ def evaluate_critic(backend, heldout: list[dict], max_new_tokens: int = 96) -> d
     return {k: {**critique_accuracy(v), "unparseable": unparseable[k]} for k, v in results.items()}
 
 
+SKIPPED = "skipped.json"  # in models/critic when the stage was skipped
+
+
+def skip_reason(params) -> str | None:
+    """Why the tiny critic is not trained in this run (None: it is)."""
+    if not params.critic.enabled:
+        return "critic.enabled is false"
+    if params.prompts.source != "arith" or params.prompts.task != "arith":
+        return (f"the tiny critic learns exact arith critiques; this run's prompts are {params.prompts.task!r} "
+                "(point critiques.model_critic.model at a real model for model critiques)")
+    if "model" not in params.critiques.critics or params.critiques.model_critic.model:
+        return "no model critic of this run uses it (critiques.critics / critiques.model_critic.model)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="prefsynth critic", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -196,9 +212,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics", default="metrics/critic.json")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    if params.prompts.source != "arith":
-        raise ValueError("critic: the tiny critic learns from exact arith critiques; for other tasks point "
-                         "critiques.model_critic.model at a real model")
+    skip = skip_reason(params)
+    if skip:
+        # arith-only by design: other runs skip it cleanly (dvc.yaml runs every stage), and the
+        # critiques stage then uses critiques.model_critic.model or runs without a model critic
+        out = Path(args.out)
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        (out / SKIPPED).write_text(json.dumps({"skipped": skip}, indent=2) + "\n")
+        write_metrics(args.metrics, {"skipped": skip})
+        log.info("[critic] skipped: %s", skip)
+        return
     t_start = time.perf_counter()
     template = load_template(params.critiques.template)
     tokenizer = build_critic_tokenizer()

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
+import json
+import logging
+from pathlib import Path
 
 import apache_beam as beam
 
@@ -38,6 +42,7 @@ from prefsynth.transforms.generate import DeterministicBatches
 from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt
 
 STAGE = "critiques"
+log = logging.getLogger("prefsynth")
 
 
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_path: str, critic_model: str | None,
@@ -121,6 +126,15 @@ def main(argv: list[str] | None = None) -> None:
     if unknown or not params.critiques.critics:
         raise ValueError(f"params.yaml: critiques.critics must be drawn from {list(CRITICS)}, got "
                          f"{params.critiques.critics}")
+    skipped_critic = None
+    if MODEL in params.critiques.critics and not params.critiques.model_critic.model and \
+            (Path(args.critic) / "skipped.json").exists():
+        # the tiny critic was skipped (not an arith run) and no model critic is configured
+        skipped_critic = json.loads((Path(args.critic) / "skipped.json").read_text())["skipped"]
+        log.info("[critiques] no model critic: %s was skipped (%s); set critiques.model_critic.model",
+                 args.critic, skipped_critic)
+        remaining = [c for c in params.critiques.critics if c != MODEL]
+        params = dataclasses.replace(params, critiques=dataclasses.replace(params.critiques, critics=remaining))
     critic_model = resolve_model(args.critic, params.critiques.model_critic) if MODEL in params.critiques.critics \
         else None
     prompts_table = read_table(args.prompts)
@@ -136,4 +150,5 @@ def main(argv: list[str] | None = None) -> None:
     prompts = {r["prompt_id"]: r for r in prompts_table.to_pylist()}
     counts = collections.Counter(r["critic"] for r in rows)
     write_metrics(args.metrics, {"accounting": account.to_dict(), "critiques_by_critic": dict(sorted(counts.items())),
-                                 "critic_model": critic_model, "accuracy": critique_metrics(rows, prompts, params)})
+                                 "critic_model": critic_model, "model_critic_skipped": skipped_critic,
+                                 "accuracy": critique_metrics(rows, prompts, params)})

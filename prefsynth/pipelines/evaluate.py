@@ -22,7 +22,7 @@ from prefsynth.config import EvaluateConfig, load_params
 from prefsynth.ids import seed_for
 from prefsynth.pipelines.stage import write_metrics
 from prefsynth.schemas.io import read_records
-from prefsynth.tasks import arith, get_task
+from prefsynth.tasks import get_task
 
 log = logging.getLogger("prefsynth")
 
@@ -45,8 +45,8 @@ def evaluate_policy(backend, records: list[dict], cfg: EvaluateConfig, seed: int
     for rec, (c,) in zip(records, greedy):
         task = get_task(rec["task"])
         correct.append(task.answers_match(task.extract_answer(c.text), rec["reference_answer"]))
-        if rec["task"] == arith.NAME:  # exact steps: the fraction of the canonical steps written right
-            v = arith.verify_solution(arith.parse_expression(rec["prompt"]), arith.split_steps(c.text))
+        if task.exact_steps:  # exact steps (arith): the fraction of the canonical steps written right
+            v = task.verify_steps(rec, task.split_steps(c.text))
             step_fracs.append(sum(v.step_correct[:len(v.expected_steps)]) / len(v.expected_steps))
     out = {"n_prompts": len(records), "greedy_accuracy": sum(correct) / len(correct),
            "per_step_accuracy": sum(step_fracs) / len(step_fracs) if step_fracs else None}

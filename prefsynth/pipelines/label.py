@@ -31,7 +31,7 @@ from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import WriteDataset, read_records, read_table
-from prefsynth.tasks import arith
+from prefsynth.tasks import get_task
 from prefsynth.transforms.deadletters import count_dropped
 from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.deadletters import DEAD
@@ -164,7 +164,7 @@ def count_label_out(labels_path: str) -> int:
 
 
 def mc_metrics(labels: list[dict], responses: dict[str, dict], prompts: dict[str, dict], methods) -> dict:
-    """First-wrong-step detection of each MC method against the exact arith verifier."""
+    """First-wrong-step detection of each MC method against the task's exact step verifier (where it has one)."""
     by_method: dict[str, dict[str, list[dict]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for row in labels:
         if row["labeler"].startswith("mc_"):
@@ -175,9 +175,10 @@ def mc_metrics(labels: list[dict], responses: dict[str, dict], prompts: dict[str
         for rid, rows in by_method.get(method, {}).items():
             resp = responses[rid]
             prompt = prompts[resp["prompt_id"]]
-            if prompt["task"] != arith.NAME:
+            task = get_task(prompt["task"])
+            if not task.exact_steps:
                 continue
-            truth = arith.verify_solution(arith.parse_expression(prompt["prompt"]), list(resp["steps"])).first_wrong_step
+            truth = task.verify_steps(prompt, list(resp["steps"])).first_wrong_step
             measured = sorted((r for r in rows if r["rationale"] == "rollouts"), key=lambda r: r["step_index"])
             pred = next((r["step_index"] for r in measured if r["score"] == 0.0), None)
             pairs.append((pred, truth))

@@ -21,7 +21,7 @@ import apache_beam as beam
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import METRICS_NAMESPACE, ReadDataset, WriteDataset, read_records, read_table
-from prefsynth.tasks import arith
+from prefsynth.tasks import get_task
 from prefsynth.transforms import self_consistency as sc
 from prefsynth.transforms.deadletters import count_dropped, count_in
 from prefsynth.transforms.pairs import dedupe, kto_rows, prm_row, response_pairs, step_dpo_pairs, tree_step_pairs
@@ -41,13 +41,14 @@ def response_candidates(prompt: dict, responses: list[dict], scores_by_source: d
     rows = []
     for source in cfg.response_sources:
         if source in PSEUDO_SOURCES:
-            c = sc.consistency(responses, cfg.borda_power)
+            key = get_task(prompt["task"]).answer_key  # equivalent answers vote together (18 / 18.00 / $18)
+            c = sc.consistency(responses, cfg.borda_power, key)
             why = sc.consistency_verdict(c, 0.0)  # the agreement threshold is the prune stage's filter
             reference = c.majority if source == "self_consistency" else c.borda
             if why is not None:
                 counter(f"selection.{source}.{why}")
                 continue
-            found = response_pairs(prompt, responses, sc.pseudo_scores(responses, reference), cfg.max_response_pairs,
+            found = response_pairs(prompt, responses, sc.pseudo_scores(responses, reference, key), cfg.max_response_pairs,
                                    cfg.min_margins.get(source, cfg.min_margin), source)
             votes = c.counts.get(reference, 0)
             for p in found:
@@ -86,19 +87,21 @@ def pairs_for_prompt(element, params: Params):
     if kto_labeler:
         for row in kto_rows(prompt, responses, scores_by_source[kto_labeler], kto_source):
             yield beam.pvalue.TaggedOutput("kto", row)
-    if prompt["task"] == arith.NAME:
-        problem = arith.parse_expression(prompt["prompt"])
-        for r in responses:
-            row = prm_row(prompt, r, arith.verify_solution(problem, list(r["steps"])).step_correct, "verifier_arith")
-            if row:
-                yield beam.pvalue.TaggedOutput("prm", row)
+    task = get_task(prompt["task"])
+    verdicts = {r["response_id"]: task.verify_steps(prompt, list(r["steps"])) for r in responses}
+    for r in responses:
+        labels = prm_labels(verdicts[r["response_id"]])
+        row = prm_row(prompt, r, labels, f"verifier_{task.name}") if labels is not None else None
+        if row:
+            yield beam.pvalue.TaggedOutput("prm", row)
     rows = response_candidates(prompt, responses, scores_by_source, cfg, lambda name: _counter(name).inc())
     rows += tree_step_pairs(prompt, list(g["nodes"]), cfg.min_q_gap)
-    if prompt["task"] == arith.NAME and cfg.step_dpo:
-        problem = arith.parse_expression(prompt["prompt"])
+    if cfg.step_dpo:  # tasks that verify steps (arith exactly, gsm8k's calculations) and can correct one
         for r in responses[:cfg.max_step_dpo_per_prompt]:
-            v = arith.verify_solution(problem, list(r["steps"]))
-            rows += step_dpo_pairs(prompt, r, v.step_correct, v.expected_steps)
+            v = verdicts[r["response_id"]]
+            if v is not None:
+                rows += step_dpo_pairs(prompt, r, v.step_correct, v.expected_steps, task.step_delimiter,
+                                       f"verifier_{task.name}")
     rows = dedupe(rows)
     if not rows:
         count_dropped("no_contrast")  # no source found a contrast and no tree siblings differ
@@ -157,21 +160,34 @@ def build(pipeline: beam.Pipeline, params: Params, paths: dict[str, str], out: d
     (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
 
 
-def truly_better(p: dict, prompt: dict) -> bool | None:
-    """Is the chosen side truly better than the rejected one (arith ground truth)? None: no ground truth."""
-    if prompt["task"] != arith.NAME:
+def prm_labels(v) -> list[bool] | None:
+    """Step labels of the stepwise (PRM) view from a task's verdicts: right up to the first wrong
+    step; None where they are not known (no verification, or a wrong answer no local check explains)."""
+    if v is None:
         return None
-    problem = arith.parse_expression(prompt["prompt"])
+    if not v.exact and v.first_wrong_step is None and not v.answer_correct:
+        return None
+    return list(v.step_correct)
+
+
+def truly_better(p: dict, prompt: dict) -> bool | None:
+    """Is the chosen side truly better than the rejected one, by the task's ground truth?
+    None where there is none (no reference; step pairs of tasks without exact step verification)."""
+    task = get_task(prompt["task"])
+    if prompt.get("reference_answer") is None:
+        return None
     if p["level"] == "response":
-        good = [arith.answers_match(arith.extract_answer(t), str(problem.answer)) for t in (p["chosen"], p["rejected"])]
+        good = [task.answers_match(task.extract_answer(t), prompt["reference_answer"]) for t in (p["chosen"], p["rejected"])]
         return good[0] and not good[1]
-    prefix = arith.split_steps(p["prompt"][len(prompt["prompt"]):])
-    ok = [all(arith.verify_solution(problem, prefix + [s.strip()]).step_correct) for s in (p["chosen"], p["rejected"])]
+    if not task.exact_steps:
+        return None
+    prefix = task.split_steps(p["prompt"][len(prompt["prompt"]):])
+    ok = [all(task.verify_steps(prompt, prefix + [s.strip()]).step_correct) for s in (p["chosen"], p["rejected"])]
     return ok[0] and not ok[1]
 
 
 def pair_precision(pairs: list[dict], responses: dict[str, dict], prompts: dict[str, dict]) -> dict:
-    """Share of pairs whose chosen side is truly better (arith ground truth), per level and source."""
+    """Share of pairs whose chosen side is truly better (the task's ground truth), per level and source."""
     out = collections.defaultdict(lambda: [0, 0])
     for p in pairs:
         right = truly_better(p, prompts[p["prompt_id"]])
@@ -188,9 +204,12 @@ def pseudo_label_report(responses: list[dict], prompts: dict[str, dict], borda_p
     by_prompt = collections.defaultdict(list)
     for r in responses:
         by_prompt[r["prompt_id"]].append(r)
-    groups = [(sc.consistency(rs, borda_power), prompts[pid].get("reference_answer"))
-              for pid, rs in sorted(by_prompt.items()) if pid in prompts]
-    return sc.pseudo_label_precision(groups, arith.answers_match)
+    groups = []
+    for pid, rs in sorted(by_prompt.items()):
+        if pid in prompts:
+            task, ref = get_task(prompts[pid]["task"]), prompts[pid].get("reference_answer")
+            groups.append((sc.consistency(rs, borda_power, task.answer_key), None if ref is None else (task, ref)))
+    return sc.pseudo_label_precision(groups, lambda answer, tr: tr[0].answers_match(answer, tr[1]))
 
 
 def main(argv: list[str] | None = None) -> None:

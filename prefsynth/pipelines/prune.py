@@ -31,6 +31,7 @@ import apache_beam as beam
 from apache_beam import typehints
 import numpy as np
 
+from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.pairs import truly_better
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
@@ -48,11 +49,19 @@ def _matches(source: str | None, prefixes) -> bool:
     return source is not None and any(source.startswith(p) for p in prefixes)
 
 
-def agreement_by_prompt(responses: list[dict]) -> dict[str, sc.Consistency]:
+def agreement_by_prompt(responses: list[dict], prompts: dict[str, dict] | None = None) -> dict[str, sc.Consistency]:
+    """Self-consistency per prompt, answers compared by the prompt's task's voting key."""
+    from prefsynth.tasks import get_task
+
     by_prompt = collections.defaultdict(list)
     for r in responses:
         by_prompt[r["prompt_id"]].append(r)
-    return {pid: sc.consistency(sorted(rs, key=lambda r: r["response_id"])) for pid, rs in by_prompt.items()}
+    out = {}
+    for pid, rs in by_prompt.items():
+        task = (prompts or {}).get(pid, {}).get("task")
+        key = get_task(task).answer_key if task else sc._norm
+        out[pid] = sc.consistency(sorted(rs, key=lambda r: r["response_id"]), normalise=key)
+    return out
 
 
 def agreement_filter(pairs: list[dict], agreement: dict[str, sc.Consistency], sources, min_agreement: float) -> dict:
@@ -96,7 +105,9 @@ def score_pairs(pairs: list[dict], trusted: list[dict], policy: str, cfg, seed: 
                    | {(e[0], side) for e in examples for side in e[1:3]})
     index = {t: i for i, t in enumerate(items)}
     tok = AutoTokenizer.from_pretrained(policy)
-    lm = AutoModelForCausalLM.from_pretrained(policy)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)  # features on the CPU, in float32
     feats = upo.policy_features(lm, tok, items, batch_size=cfg.score_batch_size, max_length=cfg.max_length,
                                 hidden=cfg.hidden_features)
     t1 = time.perf_counter()
@@ -149,7 +160,8 @@ def decide(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], p
     """
     sel, cfg = params.selection, params.selection.upo
     pairs = sorted((dict(p) for p in pairs), key=lambda p: p["pair_id"])
-    dropped = agreement_filter(pairs, agreement_by_prompt(responses), sel.agreement_filter_sources, sel.min_agreement)
+    dropped = agreement_filter(pairs, agreement_by_prompt(responses, prompts), sel.agreement_filter_sources,
+                               sel.min_agreement)
     info: dict = {}
     if cfg.enabled and policy:
         trusted = [p for p in pairs if _matches(p["label_source"], cfg.trusted_sources)
@@ -294,7 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     unpaired = (read_records(f"{args.candidates}/kto") if params.selection.upo.estimator == "pair_classifier"
                 and dataset_files(f"{args.candidates}/kto") else [])
     with tempfile.TemporaryDirectory(prefix="upo-") as work:
-        pairs, dropped, info = decide(candidates, prompts, read_records(args.responses), params, args.policy, work,
+        # the run's policy directory may hold only a policy.json naming the real model
+        policy = resolve_model(args.policy, params.policy) if args.policy else None
+        pairs, dropped, info = decide(candidates, prompts, read_records(args.responses), params, policy, work,
                                       unpaired)
     copies = sorted(d.name for d in Path(args.candidates).iterdir() if d.is_dir() and d.name not in LEVELS
                     and not d.name.endswith(".partial")) if "://" not in args.candidates else []

@@ -277,6 +277,13 @@ class ArithTask(BaseTask):
     def critique(self, record: dict, steps: list[str]) -> tuple[str, int | None]:
         return critique(self.problem(record), list(steps))
 
+    def corrupt_critique(self, problem_text: str, steps: list[str], truth: int | None, rng):
+        try:
+            problem = parse_expression(problem_text)
+        except ValueError:
+            return None
+        return corrupted_critique(problem, steps, truth, rng)
+
     def verify(self, prompt: str, solution: str) -> StepVerdicts:
         return verify_solution(parse_expression(prompt), split_steps(solution))
 
@@ -387,3 +394,16 @@ def planted_error_steps(problem: ArithProblem, rng: random.Random) -> tuple[list
         cur = nxt
     steps.append(f"{ANSWER_PREFIX}{cur}")
     return steps, k
+
+
+def corrupted_critique(problem: ArithProblem, steps: Sequence[str], truth: int | None,
+                       rng: random.Random) -> tuple[str, int | None]:
+    """A rule critique with a corrupted verdict, for a rejected side: a wrong response called
+    correct (the miss critics make most), or a right one blamed on a seeded step with a false claim."""
+    if truth is not None:
+        return f"All {len(steps)} steps are correct.\n{CRITIQUE_VERDICT_PREFIX}correct\n", None
+    k = rng.randrange(len(problem.steps))
+    a, op, b, c = problem.steps[k]
+    claimed = c + rng.choice([-2, -1, 1, 2])
+    return (f"Step {k + 1} is wrong: {a}{op}{b} is {claimed}, not {c}.\n"
+            f"{CRITIQUE_VERDICT_PREFIX}step {k + 1}\n", k)

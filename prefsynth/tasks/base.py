@@ -138,6 +138,10 @@ class BaseTask:
         """An exact critique (text, first wrong step) where the task can write one; None otherwise."""
         return None
 
+    def corrupt_critique(self, problem_text: str, steps: list[str], truth: int | None, rng):
+        """A plausible critique with a wrong verdict (a rejected side for critique pairs); None: can't."""
+        return None
+
 
 class Task(BaseTask):
     """The protocol, by its defaults (kept as a name for type hints)."""

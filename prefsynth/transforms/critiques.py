@@ -26,7 +26,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from prefsynth.backends.base import SamplingParams
 from prefsynth.ids import content_id, seed_for, unit_hash
-from prefsynth.tasks import arith
+from prefsynth.prompting import chat_wrap, problem_text
+from prefsynth.tasks import get_task
 from prefsynth.transforms.deadletters import count_dropped, count_in, emit_dead
 from prefsynth.transforms.pairs import _pair, dedupe
 
@@ -86,11 +87,11 @@ def parse_verdict(text: str, n_steps: int | None = None) -> int | None:
 
 
 def true_first_wrong(prompt: dict, steps: Sequence[str]) -> tuple[bool, int | None]:
-    """(ground truth known?, first wrong step): exact for arith, unknown elsewhere."""
-    if prompt["task"] != arith.NAME or prompt.get("reference_answer") is None:
+    """(ground truth known?, first wrong step): known where the task verifies steps exactly (arith)."""
+    task = get_task(prompt["task"])
+    if not task.exact_steps or prompt.get("reference_answer") is None:
         return False, None
-    problem = arith.parse_expression(prompt["prompt"])
-    return True, arith.verify_solution(problem, list(steps)).first_wrong_step
+    return True, task.verify_steps(prompt, list(steps)).first_wrong_step
 
 
 def critique_row(response: dict, prompt: dict, critic: str, critic_model: str | None, critic_prompt: str,
@@ -99,7 +100,7 @@ def critique_row(response: dict, prompt: dict, critic: str, critic_model: str | 
     return {
         "critique_id": content_id(response["response_id"], critic, critic_model or ""),
         "response_id": response["response_id"], "prompt_id": prompt["prompt_id"], "task": prompt["task"],
-        "critic": critic, "critic_model": critic_model, "problem": prompt["prompt"].strip(),
+        "critic": critic, "critic_model": critic_model, "problem": problem_text(prompt),
         "steps": list(response["steps"]), "critic_prompt": critic_prompt, "critique": text,
         "predicted_first_wrong_step": predicted, "true_first_wrong_step": truth if known else None,
         "truth_known": known,
@@ -109,12 +110,13 @@ def critique_row(response: dict, prompt: dict, critic: str, critic_model: str | 
 
 
 def rule_critique(response: dict, prompt: dict, template: str) -> dict | None:
-    """The exact critique of a response (arith with a reference), or None where no truth exists."""
+    """The exact critique of a response (tasks that write one: arith), or None where no truth exists."""
     known, _ = true_first_wrong(prompt, response["steps"])
-    if not known:
+    exact = get_task(prompt["task"]).critique(prompt, list(response["steps"])) if known else None
+    if exact is None:
         return None
-    text, first_wrong = arith.critique(arith.parse_expression(prompt["prompt"]), list(response["steps"]))
-    critic_prompt = render_critic_prompt(template, prompt["prompt"], response["steps"])
+    text, first_wrong = exact
+    critic_prompt = render_critic_prompt(template, problem_text(prompt), response["steps"])
     return critique_row(response, prompt, RULE, None, critic_prompt, text, first_wrong)
 
 
@@ -160,19 +162,6 @@ def critic_holdout(seed: int, prompt: dict, fraction: float) -> bool:
     return prompt["split"] == "test" or unit_hash(seed, prompt["prompt_id"], "critic/holdout") < fraction
 
 
-def corrupted_critique(problem: arith.ArithProblem, steps: Sequence[str], truth: int | None,
-                       rng: random.Random) -> tuple[str, int | None]:
-    """A rule critique with a corrupted verdict, for a rejected side: a wrong response called
-    correct (the miss critics make most), or a right one blamed on a seeded step with a false claim."""
-    if truth is not None:
-        return f"All {len(steps)} steps are correct.\n{arith.CRITIQUE_VERDICT_PREFIX}correct\n", None
-    k = rng.randrange(len(problem.steps))
-    a, op, b, c = problem.steps[k]
-    claimed = c + rng.choice([-2, -1, 1, 2])
-    return (f"Step {k + 1} is wrong: {a}{op}{b} is {claimed}, not {c}.\n"
-            f"{arith.CRITIQUE_VERDICT_PREFIX}step {k + 1}\n", k)
-
-
 def critique_pairs(rows: Iterable[dict], seed: int = 0) -> list[dict]:
     """Critique preference pairs (PAIRS schema, level `critique`) from critique rows.
 
@@ -201,10 +190,11 @@ def critique_pairs(rows: Iterable[dict], seed: int = 0) -> list[dict]:
                              f"{r['critic']}_critic_wrong",
                              f"{r['critic']} critic located {_where(r['predicted_first_wrong_step'])}, "
                              f"truth {_where(truth)}"))
-        if not bad and chosen["task"] == arith.NAME:
-            problem = arith.parse_expression(chosen["problem"])
-            rng = random.Random(seed_for(seed, rid, "critique_pairs/corrupt"))
-            text, claimed = corrupted_critique(problem, chosen["steps"], truth, rng)
+        rng = random.Random(seed_for(seed, rid, "critique_pairs/corrupt"))
+        corrupted = None if bad else get_task(chosen["task"]).corrupt_critique(chosen["problem"], chosen["steps"],
+                                                                               truth, rng)
+        if corrupted is not None:  # the task can write a plausible wrong verdict (arith)
+            text, claimed = corrupted
             out.append(_pair(chosen["prompt_id"], "critique", chosen["critic_prompt"], chosen["critique"], text,
                              chosen["critique_id"], None, 1.0, 0.0, "rule_corrupted_verdict",
                              f"no wrong model critique: rule critique with verdict corrupted to "
@@ -244,7 +234,8 @@ class CriticModelHandler(ModelHandler[list, PredictionResult, Any]):
         results: list[Any] = [None] * len(batch)
         send, send_idx = [], []
         for i, (resp, prompt) in enumerate(batch):
-            critic_prompt = render_critic_prompt(self.template, prompt["prompt"], resp["steps"])
+            # an instruct critic is asked through its chat template
+            critic_prompt = chat_wrap(tokenizer, render_critic_prompt(self.template, problem_text(prompt), resp["steps"]))
             _, _, error = fit_prompt(critic_prompt, tokenizer, max_positions, self.sampling.max_new_tokens, False)
             if error:
                 results[i] = (critic_prompt, GenerationFailure("prompt_too_long", error))

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from prefsynth.backends.base import SamplingParams
 from prefsynth.ids import content_id, seed_for
-from prefsynth.tasks import arith
+from prefsynth.tasks import get_task
 
 JUDGES = ("p_true", "pointwise", "pairwise", "tick")
 LABELERS = {"p_true": "p_true", "pointwise": "judge_pointwise", "pairwise": "judge_pairwise", "tick": "judge_tick"}
@@ -174,10 +174,11 @@ class Target:
     response_id: str
     prompt_id: str
     task: str
-    question: str  # the prompt text the policy saw
+    question: str  # the problem as the judge templates show it (prompting.problem_text)
     response: str
     steps: list[str]
     reference: str | None = None
+    prompt: str | None = None  # the exact prompt text the policy saw (native self-evaluation continues it)
 
 
 @dataclass
@@ -229,9 +230,7 @@ def _fmt(probs: Sequence[float], options: Sequence[str]) -> str:
 def native_self_eval(task: str):
     """(prompt builder, yes/no options) for tasks whose policy learned its own self-evaluation
     format; None for the rest (they get the generic templates)."""
-    if task == arith.NAME:
-        return arith.self_eval_prompt, ("yes", "no")
-    return None
+    return get_task(task).self_eval()
 
 
 def p_true_prompts(t: Target, templates: dict[str, Template], with_steps: bool) -> tuple[list, tuple[str, str]]:
@@ -240,9 +239,10 @@ def p_true_prompts(t: Target, templates: dict[str, Template], with_steps: bool) 
     steps = list(t.steps)
     if native:
         build, options = native
-        out = [(None, build(t.question, steps))]
+        policy_prompt = t.prompt if t.prompt is not None else t.question
+        out = [(None, build(policy_prompt, steps))]
         if with_steps:
-            out += [(i, build(t.question, steps[:i + 1])) for i in range(len(steps))]
+            out += [(i, build(policy_prompt, steps[:i + 1])) for i in range(len(steps))]
         return out, options
     # asked without the reference answer: P(True) is the model's own belief, not a comparison
     out = [(None, templates["p_true"].render(question=_question(t), response=_response(t), reference=None))]

@@ -9,7 +9,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from prefsynth.config import PolicyConfig
 from prefsynth.ids import content_id
-from prefsynth.tasks import arith, get_task
+from prefsynth.tasks import get_task
 from prefsynth.transforms.generate import NAMESPACE
 from prefsynth.transforms.mc_labels import (
     MCLabelConfig,
@@ -21,7 +21,8 @@ from prefsynth.transforms.mc_labels import (
 
 
 def verifier_rows(response: dict, prompt: dict) -> list[dict]:
-    """Exact labels where the task has ground truth: the final answer, and (arith) every step."""
+    """Exact labels where the task has ground truth: the final answer, and every step where the
+    task verifies steps exactly (`task.exact_steps`: arith)."""
     task = get_task(prompt["task"])
     if prompt["reference_answer"] is None:
         return []
@@ -34,15 +35,15 @@ def verifier_rows(response: dict, prompt: dict) -> list[dict]:
         "rationale": f"final answer {response['final_answer']!r} vs reference {prompt['reference_answer']!r}",
         "raw_output": None,
     }]
-    if prompt["task"] == arith.NAME:
-        v = arith.verify_solution(arith.parse_expression(prompt["prompt"]), list(response["steps"]))
+    v = task.verify_steps(prompt, list(response["steps"])) if task.exact_steps else None
+    if v is not None:
         for i, ok in enumerate(v.step_correct):
             # a step is right only on a right path: after the first error every step is wrong
             good = ok and (v.first_wrong_step is None or i < v.first_wrong_step)
             rows.append({
                 "label_id": content_id(response["response_id"], "verifier", "step", i),
                 "target_id": response["response_id"], "target_kind": "step", "step_index": i,
-                "labeler": "verifier_arith", "score": 1.0 if good else 0.0,
+                "labeler": f"verifier_{prompt['task']}", "score": 1.0 if good else 0.0,
                 "label": "correct" if good else "incorrect", "confidence": 1.0,
                 "rationale": "canonical step" if good else
                 f"expected {v.expected_steps[i]!r}" if i < len(v.expected_steps) else "extra step",
@@ -93,8 +94,10 @@ def judge_target(resp: dict, prompt: dict):
     """A (response, prompt) pair as what the judge templates need."""
     from prefsynth.transforms.judges import Target
 
-    return Target(resp["response_id"], resp["prompt_id"], prompt["task"], prompt["prompt"], resp["text"] or "",
-                  list(resp["steps"] or []), prompt["reference_answer"])
+    from prefsynth.prompting import problem_text
+
+    return Target(resp["response_id"], resp["prompt_id"], prompt["task"], problem_text(prompt), resp["text"] or "",
+                  list(resp["steps"] or []), prompt["reference_answer"], prompt=prompt["prompt"])
 
 
 class _JudgeModel:
@@ -120,9 +123,17 @@ class JudgeHandler(ModelHandler[dict, PredictionResult, Any]):
         from prefsynth.backends.factory import make_backend
         from prefsynth.transforms.judges import load_templates
 
+        from prefsynth.prompting import ChatTemplated, has_chat_template
+
         # templates are read (and validated) once per worker, beside the model (Beam's shared
-        # handle keeps a weak reference: a plain tuple cannot be one)
-        return _JudgeModel(make_backend(self.policy, self.model), load_templates(self.cfg.template_dir))
+        # handle keeps a weak reference: a plain tuple cannot be one); an instruct judge is asked
+        # through its chat template
+        backend = make_backend(self.policy, self.model)
+        templates = load_templates(self.cfg.template_dir)
+        tokenizer = getattr(backend, "tokenizer", None)
+        if has_chat_template(tokenizer):
+            templates = {name: ChatTemplated(t, tokenizer) for name, t in templates.items()}
+        return _JudgeModel(backend, templates)
 
     def run_inference(self, batch: Sequence[dict], model, inference_args=None):
         from prefsynth.transforms import judges as J

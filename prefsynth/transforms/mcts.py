@@ -39,7 +39,8 @@ class MCTSConfig:
     self_eval_weight: float = 1.0  # weight of the self-evaluation reward (2 * P(True) - 1)
     outcome_weight: float = 1.0  # weight of the terminal +1/-1 outcome, when a reference exists
     max_step_tokens: int = 24  # longest step, in tokens
-    step_stop: str = "\n"  # end of a step
+    step_stop: str = "\n"  # end of a step (and what joins the steps of a path in the next context)
+    blank_line_retry: bool = True  # re-expand, once, a leaf whose samples were all empty (a blank line first)
 
     def temperature(self, it: int) -> float:
         if self.iterations <= 1:
@@ -167,12 +168,24 @@ def search(trees: list[Tree], backend: Backend, p_true: StepPTrue, hooks: TaskHo
 
 
 def _expand(items, backend, p_true, hooks, cfg, seed, temperature, on_call) -> None:
-    contexts = [t.prompt + "".join(s + "\n" for s in leaf.path_steps()) for t, leaf in items]
+    contexts = [t.prompt + "".join(s + cfg.step_stop for s in leaf.path_steps()) for t, leaf in items]
     sp = SamplingParams(n=cfg.breadth, temperature=temperature, max_new_tokens=cfg.max_step_tokens,
                         stop=(cfg.step_stop,))
     groups = backend.generate(contexts, sp, [seed_for(seed, leaf.node_id, "expand") for _, leaf in items])
     if on_call:
         on_call("generate", len(contexts))
+    # Instruct models often separate steps with a blank line: after "step\n" their first token is
+    # another "\n", which ends the expansion at once with nothing in it. Such leaves are expanded
+    # again with the blank line in their context (one more batched call, only for them).
+    empty = [i for i, g in enumerate(groups) if isinstance(g, list) and g and
+             not any(c.text.strip() for c in g) and any(c.finish_reason == "stop" for c in g)]
+    if empty and cfg.blank_line_retry:
+        again = backend.generate([contexts[i] + cfg.step_stop for i in empty], sp,
+                                 [seed_for(seed, items[i][1].node_id, "expand/blank-line") for i in empty])
+        if on_call:
+            on_call("generate", len(empty))
+        for i, g in zip(empty, again):
+            groups[i] = g
     new_children: list[tuple[Tree, Node]] = []
     for (tree, leaf), group in zip(items, groups):
         leaf.expanded = True

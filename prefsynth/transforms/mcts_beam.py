@@ -9,41 +9,54 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from prefsynth.config import PolicyConfig
-from prefsynth.tasks import arith, get_task
+from prefsynth.tasks import get_task
 from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.mcts import MCTSConfig, TaskHooks, new_tree, node_rows, search
 
 log = logging.getLogger("prefsynth")
 
 
-def task_hooks(task_name: str) -> TaskHooks:
+def task_hooks(task_name: str, records_by_prompt: dict[str, dict] | None = None) -> TaskHooks:
+    """The search's view of a task. Ground truth of a path where the task verifies steps exactly
+    (`records_by_prompt` maps a tree's prompt text to its prompt record)."""
     task = get_task(task_name)
-    if task_name == arith.NAME:
-        def path_correct(prompt: str, steps: list[str]) -> bool | None:
-            v = arith.verify_solution(arith.parse_expression(prompt), steps)
-            return all(v.step_correct)
-        return TaskHooks(lambda s: s.startswith("A:"), arith.extract_answer, arith.answers_match, path_correct)
-    return TaskHooks(lambda s: "####" in s or s.lower().startswith("the answer is"), task.extract_answer,
-                     task.answers_match)
+
+    def path_correct(prompt: str, steps: list[str]) -> bool | None:
+        if not task.exact_steps:
+            return None
+        record = (records_by_prompt or {}).get(prompt) or {"prompt": prompt}
+        try:
+            return all(task.verify_steps(record, steps).step_correct)
+        except ValueError:  # no record, and a prompt the task cannot read the problem from
+            return None
+
+    return TaskHooks(task.is_final_step, task.extract_answer, task.answers_match, path_correct)
 
 
 def policy_p_true(backend, task_name: str):
-    """The policy's self-evaluation of the last step, as P(True)."""
-    from prefsynth.evaluation import arith_p_true
+    """The policy's self-evaluation of the last step, as P(True): the task's native format where
+    its policy learned one (arith), else a generic question after the steps."""
+    import math
+
+    task = get_task(task_name)
+    native = task.self_eval()
 
     def p_true(prompts: Sequence[str], steps: Sequence[list[str]]) -> list[float]:
         out = [0.5] * len(prompts)
-        # the arith policy was taught to check operation steps; answer lines are judged by the outcome
-        idx = [i for i, s in enumerate(steps) if not s[-1].startswith("A:")]
-        if task_name == arith.NAME:
-            probs = arith_p_true(backend, [arith.self_eval_prompt(prompts[i], steps[i]) for i in idx])
+        # answer steps are judged by the outcome, not by self-evaluation
+        idx = [i for i, s in enumerate(steps) if not task.is_final_step(s[-1])]
+        if native:
+            build, (yes_opt, no_opt) = native
+            ctx = [build(prompts[i], steps[i]) for i in idx]
         else:
-            ctx = [prompts[i] + "".join(x + "\n" for x in steps[i]) + "Is the last step correct? " for i in idx]
-            yes, no = backend.score(ctx, ["Yes"] * len(ctx)), backend.score(ctx, ["No"] * len(ctx))
-            import math
+            yes_opt, no_opt = " Yes", " No"
+            ctx = [prompts[i] + "".join(x + task.step_delimiter for x in steps[i]) + "Is the last step correct?"
+                   for i in idx]
+        if ctx:
+            yes, no = backend.score(ctx, [yes_opt] * len(ctx)), backend.score(ctx, [no_opt] * len(ctx))
             probs = [1 / (1 + math.exp(max(min(n - y, 700), -700))) for y, n in zip(yes, no)]
-        for i, p in zip(idx, probs):
-            out[i] = p
+            for i, p in zip(idx, probs):
+                out[i] = p
         return out
 
     return p_true
@@ -70,7 +83,8 @@ class MCTSModelHandler(ModelHandler[list, PredictionResult, Any]):
         results = []
         for task_name, recs in by_task.items():
             trees = [new_tree(r["prompt_id"], r["prompt"], r["reference_answer"], self.tag) for r in recs]
-            search(trees, model, policy_p_true(model, task_name), task_hooks(task_name), self.cfg, self.seed,
+            hooks = task_hooks(task_name, {r["prompt"]: r for r in recs})
+            search(trees, model, policy_p_true(model, task_name), hooks, self.cfg, self.seed,
                    on_call=lambda kind, n: calls.inc())
             for rec, tree in zip(recs, trees):
                 rows = node_rows(tree, self.cfg.gamma)

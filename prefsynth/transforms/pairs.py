@@ -89,16 +89,17 @@ def tree_step_pairs(prompt: dict, nodes: Sequence[dict], min_q_gap: float, step_
 
 
 def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], expected_steps: Sequence[str],
-                   step_end: str = "\n") -> list[dict]:
+                   step_end: str = "\n", source: str = "verifier_arith") -> list[dict]:
     """Step-DPO: at a response's first wrong step, the verified correct step vs the wrong one."""
     steps = list(response["steps"])
     first_wrong = next((i for i, ok in enumerate(step_correct) if not ok), None)
-    if first_wrong is None or first_wrong >= len(expected_steps) or first_wrong >= len(steps):
+    if first_wrong is None or first_wrong >= len(expected_steps) or first_wrong >= len(steps) or \
+            expected_steps[first_wrong] == steps[first_wrong]:
         return []
     context = prompt["prompt"] + "".join(s + step_end for s in steps[:first_wrong])
     return [_pair(prompt["prompt_id"], "step", context, expected_steps[first_wrong] + step_end,
                   steps[first_wrong] + step_end, None, response["response_id"], 1.0, 0.0,
-                  "verifier_arith", f"Step-DPO: first wrong step {first_wrong}")]
+                  source, f"Step-DPO: first wrong step {first_wrong}")]
 
 
 def dedupe(pairs: Sequence[dict]) -> list[dict]:
