@@ -5,7 +5,7 @@ import pytest
 
 from prefsynth.config import load_params
 from prefsynth.pipelines import prompts as prompts_stage
-from prefsynth.pipelines.stage import Account, AccountingError, staging_path
+from prefsynth.pipelines.stage import Account, AccountingError, StageGuardError, staging_path
 from prefsynth.schemas.io import dataset_files, read_records
 
 
@@ -43,8 +43,10 @@ BAD_LINES = [
 def test_bad_records_go_to_dead_letters_and_nothing_is_lost(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join(BAD_LINES) + b"\n")
-    params = _params(tmp_path, prompts={"source": "jsonl", "path": str(src), "task": "gsm8k",
-                                        "max_prompt_chars": 200, "num_shards": 1})
+    # most of these records are bad on purpose: the stage must not stop at max_dead_fraction here
+    params = _params(tmp_path, max_dead_fraction=1.0,
+                     prompts={"source": "jsonl", "path": str(src), "task": "gsm8k", "max_prompt_chars": 200,
+                              "num_shards": 1})
     out, metrics = _run(tmp_path, params)
     acc = metrics["accounting"]
     assert acc["n_in"] == len(BAD_LINES)
@@ -57,6 +59,7 @@ def test_bad_records_go_to_dead_letters_and_nothing_is_lost(tmp_path):
     assert sorted(r["question"] for r in good) == ["What is 2+2?", "What is 3+3?"]
     by_q = {r["question"]: r for r in good}
     assert by_q["What is 2+2?"]["reference_answer"] == "4" and by_q["What is 2+2?"]["source"] == "in.jsonl:1"
+    assert metrics["without_reference"] == 0
     assert json.loads(by_q["What is 3+3?"]["metadata"]) == {"source_note": "kept as metadata"}
     dead = {d["record_id"]: d for d in read_records(str(out / "dead"))}
     assert dead["in.jsonl:3"]["error_type"] == "invalid_json" and dead["in.jsonl:3"]["raw_input"] == "{not json"
@@ -116,8 +119,10 @@ def test_unknown_param_is_named(tmp_path):
 def test_empty_file_and_huge_record(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
-    out, metrics = _run(tmp_path, _params(tmp_path, prompts={"source": "jsonl", "path": str(empty), "task": "gsm8k"}),
-                        "empty")
+    with pytest.raises(StageGuardError, match="its input is empty"):  # by default an empty input fails
+        _run(tmp_path, _params(tmp_path, prompts={"source": "jsonl", "path": str(empty), "task": "gsm8k"}), "empty")
+    out, metrics = _run(tmp_path, _params(tmp_path, max_dead_fraction=1.0,
+                                          prompts={"source": "jsonl", "path": str(empty), "task": "gsm8k"}), "empty")
     acc = metrics["accounting"]
     assert acc["n_in"] == 0 and acc["n_out"] == 0 and acc["balanced"]
     assert read_records(str(out / "prompts")) == []
