@@ -195,6 +195,24 @@ def test_parquet_nan_answers_and_odd_metadata(tmp_path):
     assert "What is 3+3?" in dead["in.parquet:row2"]["raw_input"]  # the raw row is kept
 
 
+def test_parquet_string_that_is_not_utf8_is_a_dead_letter(tmp_path):
+    def strings(*values):  # Arrow writes string columns without checking their bytes
+        return pa.array(values, pa.binary()).view(pa.string())
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({
+        "question": strings(b"What is 2+2?", b"caf\xe9?", b"What is 3+3?"),
+        "answer": ["#### 4", "#### 1", "#### 6"],
+        "note": strings(b"fine", b"fine", b"bad \xff"),
+    }), src)
+    good, dead, metrics = _run(tmp_path, src)
+    assert metrics["accounting"]["dead"] == {"invalid_utf8": 2}
+    assert [r["question"] for r in good] == ["What is 2+2?"]
+    _assert_dead(dead, "in.parquet:row2", "invalid_utf8", "question")
+    _assert_dead(dead, "in.parquet:row3", "invalid_utf8", "note")
+    assert "What is 3+3?" in dead["in.parquet:row3"]["raw_input"]
+
+
 def test_unreadable_input_files_are_one_clear_error(tmp_path):
     lines = ['{"question": "What is 2+2?", "answer": "#### 4"}']
     as_parquet = _jsonl(tmp_path, lines, "prompts.parquet")

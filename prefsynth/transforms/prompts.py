@@ -85,6 +85,11 @@ def check_text(text: str, where: str, name: str, allow_nul: bool = False) -> str
     return text
 
 
+def _check_utf8(value, where: str, name: str) -> None:
+    if isinstance(value, InvalidUtf8):
+        raise PromptError("invalid_utf8", f"{where}: field '{name}' is not valid UTF-8 text", name)
+
+
 def has_visible_text(text: str) -> bool:
     """Anything but whitespace, control and format characters (zero-width spaces, BOMs)?"""
     return any(unicodedata.category(c)[0] not in "CZ" for c in text)
@@ -96,6 +101,7 @@ def _text_field(obj: dict, name: str, where: str, required: bool, bad_value: str
             raise PromptError("missing_field", f"{where}: field '{name}' is missing", name)
         return None
     value = obj[name]
+    _check_utf8(value, where, name)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise PromptError("wrong_type", f"{where}: field '{name}' must be a string, got {type(value).__name__}", name)
     if isinstance(value, float) and not math.isfinite(value):  # JSON NaN/Infinity, a float NaN in Parquet
@@ -112,6 +118,7 @@ def _metadata_value(value, where: str, key: str, notes: list | None):
         return None
     if isinstance(value, str):
         return check_text(value, where, f"metadata.{key}", allow_nul=True)
+    _check_utf8(value, where, key)
     if isinstance(value, (bytes, bytearray)):
         try:
             return check_text(bytes(value).decode("utf-8"), where, f"metadata.{key}", allow_nul=True)
@@ -144,6 +151,7 @@ def file_record(obj, where: str, cfg: PromptsConfig, seed: int, notes: list | No
     question = obj.get(cfg.question_field)
     if question is None:
         raise PromptError("missing_field", f"{where}: field '{cfg.question_field}' is missing", cfg.question_field)
+    _check_utf8(question, where, cfg.question_field)
     if not isinstance(question, str):
         raise PromptError("wrong_type", f"{where}: field '{cfg.question_field}' must be a string, "
                           f"got {type(question).__name__}", cfg.question_field)
@@ -298,8 +306,40 @@ def read_parquet_rows(path: str):
             table = pq.read_table(f)
         except pa.ArrowInvalid as err:
             raise _not_parquet(path, err) from None
-    for i, row in enumerate(table.to_pylist(), start=1):
-        yield RawRecord(f"{name}:row{i}", (name, i), row)
+    names = table.column_names
+    columns = [_column_values(table.column(c)) for c in names]
+    for i, values in enumerate(zip(*columns), start=1):
+        yield RawRecord(f"{name}:row{i}", (name, i), dict(zip(names, values)))
+
+
+class InvalidUtf8(bytes):
+    """The bytes of a Parquet string value that is not valid UTF-8 (Arrow does not check it when
+    reading): file_record makes such a field an `invalid_utf8` dead letter naming the row."""
+
+
+def _column_values(column: pa.ChunkedArray) -> list:
+    """Python values of a Parquet column; a string value that is not UTF-8 becomes InvalidUtf8
+    instead of failing the whole file."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+        out = []
+        for raw in column.combine_chunks().view(binary).to_pylist():
+            try:
+                out.append(None if raw is None else raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(InvalidUtf8(raw))
+        return out
+    out = []  # a nested column: the rows that cannot be decoded, as one marker each
+    for i in range(len(column)):
+        try:
+            out.append(column.slice(i, 1).to_pylist()[0])
+        except UnicodeDecodeError:
+            out.append(InvalidUtf8(b""))
+    return out
 
 
 RANGE_BYTES = 8 << 20  # JSONL bytes per read work item
