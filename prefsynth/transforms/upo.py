@@ -100,16 +100,44 @@ def estimator_text(prompt: str, completion: str, eos: str) -> str:
     return prompt + completion + (eos or "")
 
 
+# dropout keys of the common architectures' configs: residual / hidden-state dropout, and attention dropout
+HIDDEN_DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout",
+                       "activation_dropout", "classifier_dropout")
+ATTENTION_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob")
+HEAD_NAMES = ("score", "classifier", "classification_head")
+
+
 def build_estimator(policy_path: str, dropout: float, seed: int):
-    """A 1-label sequence classifier with the policy's weights (the LM head is dropped, a score head added)."""
+    """A 1-label sequence classifier with the policy's weights (the LM head is dropped, a score head added).
+
+    Any causal LM with a sequence-classification class (AutoModelForSequenceClassification): dropout is
+    set through the dropout keys its config has; an architecture without hidden-state dropout (Llama
+    has attention dropout only) also gets dropout on the score head's input, so MC dropout has masks to
+    sample. The tokenizer comes from the same path, with a pad token (EOS when it has none). Float32:
+    the estimator trains and scores on the CPU.
+    """
     import torch
-    from transformers import AutoTokenizer, GPT2ForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(seed_for(seed, "upo", "estimator_init"))
     tok = AutoTokenizer.from_pretrained(policy_path)
-    model = GPT2ForSequenceClassification.from_pretrained(
-        policy_path, num_labels=1, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-        pad_token_id=tok.pad_token_id)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    config = AutoConfig.from_pretrained(policy_path)
+    config.num_labels = 1
+    config.pad_token_id = tok.pad_token_id
+    keys = [k for k in HIDDEN_DROPOUT_KEYS + ATTENTION_DROPOUT_KEYS if hasattr(config, k)]
+    for k in keys:
+        setattr(config, k, dropout)
+    model = AutoModelForSequenceClassification.from_pretrained(policy_path, config=config, dtype=torch.float32)
+    if dropout > 0 and not any(k in HIDDEN_DROPOUT_KEYS for k in keys):
+        head = next((getattr(model, n) for n in HEAD_NAMES if isinstance(getattr(model, n, None), torch.nn.Module)),
+                    None)
+        if head is None:
+            raise ValueError(f"UPO: {type(model).__name__} has no hidden-state dropout in its config and no score "
+                             f"head named {HEAD_NAMES} to put dropout on")
+        head.register_forward_pre_hook(
+            lambda mod, args: (torch.nn.functional.dropout(args[0], dropout, mod.training), *args[1:]))
     return model, tok
 
 
@@ -187,7 +215,7 @@ N_LOGPROB_FEATURES = 13
 
 
 def policy_features(model, tok, items: Sequence[tuple[str, str]], *, batch_size: int = 512, max_length: int = 96,
-                    hidden: bool = True) -> np.ndarray:
+                    hidden: bool = True, max_batch_logits: int = 2 ** 26) -> np.ndarray:
     """[len(items), F] features of each (prompt, completion) under the policy (a causal LM, eval mode).
 
     Per completion: mean / min / sum token log-prob, min and mean gap to the policy's greedy token, share
@@ -195,26 +223,38 @@ def policy_features(model, tok, items: Sequence[tuple[str, str]], *, batch_size:
     and min log-prob; per line, its claimed result (the tokens after the line's last '=' or ':'): the
     weakest result's log-prob and greedy gap, and all results' log-prob; with `hidden`, the mean and the
     last of the completion's final-layer hidden states.
-    Texts are cut from the left to `max_length` tokens (the answer end matters most).
+    Prompt and completion are tokenized together (`continuation_token_span`: a token straddling the
+    boundary is the completion's). Texts are cut from the left to `max_length` tokens (the answer end
+    matters most). Any causal LM: the hidden width is the config's `hidden_size` (`n_embd` for GPT-2);
+    no gradients; at most `batch_size` rows per forward, fewer when their logits would exceed
+    `max_batch_logits` values.
     """
     import torch
+
+    from prefsynth.backends.transformers_backend import continuation_token_span
 
     newline = tok("\n", add_special_tokens=False)["input_ids"]
     newline = newline[-1] if newline else -1
     claims = [i for c in ("=", ":") for i in tok(c, add_special_tokens=False)["input_ids"][-1:]]
     enc, n_comp = [], []
-    for prompt, completion in items:
-        c = tok(completion, add_special_tokens=False)["input_ids"]
-        ids = (tok(prompt, add_special_tokens=False)["input_ids"] + c)[-max_length:]
+    for prompt, completion in items:  # tokenized together, as the policy sees the text (BPE merges)
+        full, first = continuation_token_span(tok, prompt, completion)
+        ids = full[-max_length:]
         enc.append(ids)
-        n_comp.append(max(1, min(len(c), len(ids) - 1)))  # at least one predicted token
-    width = model.config.n_embd if hidden else 0
+        n_comp.append(max(1, min(len(full) - first, len(ids) - 1)))  # at least one predicted token
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    width = (getattr(config, "hidden_size", None) or config.n_embd) if hidden else 0
     out = np.zeros((len(items), N_LOGPROB_FEATURES + 2 * width), dtype=np.float32)
     order = sorted(range(len(enc)), key=lambda i: (len(enc[i]), i))  # similar lengths share a batch
+    # rows per forward: `batch_size`, and few enough that the [rows, length, vocab] logits stay under
+    # `max_batch_logits` values (a 49k vocabulary at 96 tokens is 19 MB of float32 logits per row)
+    vocab = getattr(config, "vocab_size", None) or len(tok)
+    longest = max((len(e) for e in enc), default=1)
+    per_batch = max(1, min(batch_size, max_batch_logits // max(1, longest * vocab)))
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+        for start in range(0, len(order), per_batch):
+            rows = order[start:start + per_batch]
             w = max(len(enc[i]) for i in rows)
             ids = torch.full((len(rows), w), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(rows), w), dtype=torch.long)
@@ -227,7 +267,8 @@ def policy_features(model, tok, items: Sequence[tuple[str, str]], *, batch_size:
             tok_lp = logp.gather(-1, tgt[..., None])[..., 0]
             gap = (tok_lp - logp.max(-1).values).numpy()
             tok_lp = tok_lp.numpy()
-            hs = res.hidden_states[-1].numpy() if hidden else None
+            hs = res.hidden_states[-1].float().numpy() if hidden else None
+            del res
             tgt = tgt.numpy()
             for j, i in enumerate(rows):
                 end = len(enc[i]) - 1  # predictions of tokens 1 .. end
