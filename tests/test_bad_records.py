@@ -60,6 +60,7 @@ def test_lone_surrogate_in_any_stored_text_field_is_a_dead_letter(tmp_path):
     ]
     good, dead, metrics = _run(tmp_path, _jsonl(tmp_path, lines), id_field="id", split_field="split")
     assert metrics["accounting"]["dead"] == {"invalid_text": 6}
+    assert metrics["split_by_hash"] == 1  # "a" has no split field: counted, its split is by hash
     # a proper surrogate pair is one character (an emoji), not an error
     assert sorted(r["prompt_id"] for r in good) == ["a", "h"]
     assert {r["prompt_id"]: r["split"] for r in good}["h"] == "test"

@@ -193,6 +193,8 @@ def file_record(obj, where: str, cfg: PromptsConfig, seed: int, notes: list | No
         if split is not None and split not in SPLITS:
             raise PromptError("bad_split", f"{where}: field '{cfg.split_field}' is {split!r}, not one of {SPLITS}",
                               cfg.split_field)
+        if split is None and notes is not None:
+            notes.append("split_by_hash")  # kept: this record has no split field, its split is by hash
     used = {cfg.question_field, cfg.answer_field, cfg.id_field, cfg.split_field}
     extra = {k: v for k, v in obj.items() if k not in used}
     prompt = task.format_prompt(question)
@@ -294,7 +296,8 @@ def check_input_file(path: str, cfg: PromptsConfig) -> None:
         wanted.append(("answer_field", cfg.answer_field))
     for key, column in wanted:
         if column and column not in names:
-            need = f" (task {cfg.task!r} needs a reference answer; task: chat needs none)" if key == "answer_field" else ""
+            need = f" (task {cfg.task!r} needs a reference answer; task: chat needs none)" \
+                if key == "answer_field" else ""
             raise ValueError(f"prompts.path {path}: no column {column!r} (prompts.{key}){need}; "
                              f"its columns: {names}")
 
