@@ -203,3 +203,13 @@ def test_prune_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
     assert not is_conversational(std[0]) and is_conversational(conv[0])
     assert conv[0]["prompt"][-1]["role"] == "assistant"  # the shared step prefix, continued by chosen/rejected
     assert conv[0]["chosen"][0]["role"] == "assistant"
+
+
+def test_build_estimator_sets_the_dropout_keys_the_config_has(tmp_path):
+    from helpers import tiny_random_policy
+
+    model, tok = upo.build_estimator(tiny_random_policy(tmp_path / "policy"), dropout=0.25, seed=0)
+    assert type(model).__name__ == "GPT2ForSequenceClassification" and model.config.num_labels == 1
+    assert model.config.resid_pdrop == model.config.embd_pdrop == model.config.attn_pdrop == 0.25
+    assert not model.score._forward_pre_hooks  # GPT-2 has hidden-state dropout: no extra head dropout
+    assert model.config.pad_token_id == tok.pad_token_id is not None
