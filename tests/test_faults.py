@@ -128,3 +128,17 @@ def test_a_kill_mid_batch_resumes_without_asking_again_for_finished_prompts(worl
     if (root / "all" / "resp").exists():  # the same responses as the run that was never killed
         texts = lambda name: {r["response_id"]: r["text"] for r in read_records(str(root / name / "resp"))}  # noqa: E731
         assert texts("kill") == texts("all")
+
+
+def test_a_server_that_is_not_there_fails_the_stage_with_one_line_naming_it(world, caplog):
+    from helpers import free_port
+
+    root, policy, cfg, recs, kinds = world
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    params = write_params(root / "p-gone.json", {**cfg, "policy": {**cfg["policy"], "base_url": url, "max_retries": 1},
+                                                 "generate": {**cfg["generate"], "max_prompts": 4}})
+    with pytest.raises(Exception, match=rf"cannot reach {url} after 1 retries"):
+        generate.main(_args(root, policy, params, "gone"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[generate] failed:")]
+    assert len(lines) == 1 and url in lines[0] and "\n" not in lines[0], lines
+    assert not (root / "gone" / "resp").exists()
