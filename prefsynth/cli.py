@@ -22,6 +22,7 @@ STAGES = {
     "card": "prefsynth.pipelines.card",
     "serve": "prefsynth.backends.server",
     "real-model": "prefsynth.real_model",
+    "profile": "prefsynth.profile",
 }
 
 
@@ -41,7 +42,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("apache_beam", "urllib3", "httpx", "httpx2", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    importlib.import_module(STAGES[stage]).main(rest)
+    from prefsynth.pipelines.stage import AccountingError, StageGuardError, end_process
+
+    try:
+        importlib.import_module(STAGES[stage]).main(rest)
+    except (StageGuardError, AccountingError, FileNotFoundError) as err:
+        # a stage that refuses to commit says why in one line (the log above has the details)
+        print(f"prefsynth {stage}: {err}", file=sys.stderr)
+        end_process(1)
+    if stage != "serve":
+        # outputs are committed: end now, before native threads left by Arrow/Beam can abort the
+        # interpreter's shutdown (`terminate called without an active exception`, exit 134)
+        end_process(0)
 
 
 if __name__ == "__main__":

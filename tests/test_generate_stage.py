@@ -58,7 +58,7 @@ def test_over_long_prompts_go_to_dead_letters_or_are_truncated(world, tmp_path):
     root, _ = world
     short_ctx = tiny_random_policy(tmp_path / "policy-short", n_positions=24)
     # prompts are 12-20 chars: with max_new_tokens=12 some do not fit a 24-token context
-    out, m = _generate(root, short_ctx, "long")
+    out, m = _generate(root, short_ctx, "long", max_dead_fraction=1)  # most prompts too long, on purpose
     acc = m["accounting"]
     assert acc["balanced"] and acc["dead"].get("prompt_too_long", 0) > 0 and acc["n_out"] > 0
     dead = read_records(str(out / "dead"))
@@ -85,7 +85,7 @@ def test_generate_through_a_real_openai_compatible_server(world):
 def test_server_failures_become_dead_letters_with_the_raw_body(world):
     root, policy = world
     with FailingServer(status=500, body='{"error": "GPU fell off the bus"}') as server:
-        out, m = _generate(root, policy, "fail", policy={"backend": "openai", "base_url": server.base_url,
+        out, m = _generate(root, policy, "fail", max_dead_fraction=1, policy={"backend": "openai", "base_url": server.base_url,
                                                          "model": "x", "max_retries": 1},
                            generate={"max_prompts": 4, "n": 1})
     acc = m["accounting"]

@@ -80,7 +80,8 @@ def test_ctrl_c_mid_generate_exits_cleanly_and_the_rerun_resumes(tmp_path):
 def test_bad_records_are_logged_with_stage_record_and_error(tmp_path, caplog):
     src = tmp_path / "in.jsonl"
     src.write_text('{"question": "ok one", "answer": "1"}\n{broken\n{"question": 7}\n')
-    params = write_params(tmp_path / "p.json", {"prompts": {"source": "jsonl", "path": str(src)}})
+    params = write_params(tmp_path / "p.json", {"prompts": {"source": "jsonl", "path": str(src)},
+                                                "max_dead_fraction": 1})  # 2 of 3 records are bad on purpose
     with caplog.at_level(logging.INFO, logger="prefsynth"):
         prompts.main(["--params", params, "--out", str(tmp_path / "out"), "--dead", str(tmp_path / "dead"),
                       "--metrics", str(tmp_path / "m.json"), "--reports", str(tmp_path / "reports")])

@@ -286,17 +286,23 @@ class OpenAIBackend:
             if not isinstance(offsets, list) or not isinstance(tlps, list):
                 raise BadResponse(f"200 reply from {self.base_url} has no prompt logprobs (echo=True, logprobs=0): "
                                   "the server cannot score", json.dumps(data), retryable=False)
-            total = 0.0
-            for off, tlp in zip(offsets, tlps):
-                if off >= len(p) and off < len(p) + len(c) and tlp is not None:
-                    total += float(tlp)
-            return total
+            cut, end = len(p), len(p) + len(c)
+            # a token belongs to the continuation when its span ends after the prompt (BPE merges the
+            # prompt's trailing space into " A"); a token ends where the next one starts (the echo's
+            # last token ends where the one generated token starts)
+            picked = [tlp for k, (off, tlp) in enumerate(zip(offsets, tlps))
+                      if off < end and (offsets[k + 1] if k + 1 < len(offsets) else end) > cut]
         except Exception as err:  # noqa: BLE001 - re-raised as one clear error naming the server
             if not _is_request_error(err):
                 raise
             f = self._failure(err)
             body = f" body: {' '.join(f.raw_output.split())[:200]!r}" if f.raw_output else ""
             raise ScoreError(f"score request to {self.base_url} failed ({f.error_type}): {f.message}{body}") from err
+        if not picked:
+            raise ValueError(f"score: continuation {c!r} has no tokens of its own after prompt ...{p[-40:]!r}")
+        if any(t is None for t in picked):
+            raise ValueError(f"score: continuation {c!r} starts the sequence: its first token has no context")
+        return float(sum(picked))
 
 
 def _is_request_error(err: Exception) -> bool:

@@ -75,7 +75,10 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
 
             to_critique = joined | "KeepFirst" >> beam.Filter(keep, beam.pvalue.AsSingleton(first))
         sampling = SamplingParams(n=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-        handler = CriticModelHandler(cfg.model_critic, critic_model, template, sampling, params.seed)
+        # the model critic's template is chosen where its tokenizer is known (critique_chat.txt for an
+        # instruct critic) unless critiques.template names one
+        handler = CriticModelHandler(cfg.model_critic, critic_model, template if cfg.template else None, sampling,
+                                     params.seed, verdict=cfg.verdict, template_path=cfg.template)
         model_out = (
             to_critique
             | "AsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"], "pair": (resp, prompt)})

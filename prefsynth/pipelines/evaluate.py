@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import gc
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -48,6 +50,7 @@ def evaluate_policy(backend, records: list[dict], cfg: EvaluateConfig, seed: int
         if task.exact_steps:  # exact steps (arith): the fraction of the canonical steps written right
             v = task.verify_steps(rec, task.split_steps(c.text))
             step_fracs.append(sum(v.step_correct[:len(v.expected_steps)]) / len(v.expected_steps))
+    per_prompt = {"greedy_accuracy": [bool(x) for x in correct]}
     out = {"n_prompts": len(records), "greedy_accuracy": sum(correct) / len(correct),
            "per_step_accuracy": sum(step_fracs) / len(step_fracs) if step_fracs else None}
     if cfg.k:
@@ -64,7 +67,33 @@ def evaluate_policy(backend, records: list[dict], cfg: EvaluateConfig, seed: int
             maj.append(task.answers_match(majority_answer(answers), rec["reference_answer"]))
         out.update({f"maj_at_{cfg.k}": sum(maj) / len(maj), "sample_accuracy": sum(sample_ok) / len(sample_ok),
                     f"pass_at_{cfg.k}": sum(any_ok) / len(any_ok)})
+        per_prompt.update({f"maj_at_{cfg.k}": [bool(x) for x in maj], f"pass_at_{cfg.k}": [bool(x) for x in any_ok]})
+    # every headline accuracy with its n and a 95% Wilson interval (one round's few points are noise)
+    out["ci95"] = {k: wilson_interval(sum(v), len(v)) for k, v in per_prompt.items()}
+    out["_per_prompt"] = per_prompt
     return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson score interval of a proportion; None when n is 0."""
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def paired_delta(after: list[bool], before: list[bool], z: float = 1.96) -> dict:
+    """Mean paired difference (same prompts) with a 95% normal interval on the per-prompt differences."""
+    d = [float(a) - float(b) for a, b in zip(after, before)]
+    n = len(d)
+    mean = sum(d) / n if n else 0.0
+    var = sum((x - mean) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
+    half = z * math.sqrt(var / n) if n else 0.0
+    return {"delta": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)], "n": n,
+            "significant": bool(n > 1 and (mean - half > 0 or mean + half < 0))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,16 +113,22 @@ def main(argv: list[str] | None = None) -> None:
     if not records:
         raise ValueError(f"evaluate: no {cfg.split!r} prompts with a reference answer in {args.prompts}")
     results = {}
-    for path in args.policies:
+    for path in dict.fromkeys(args.policies):  # round 1 starts from policy-0: measure it once
         t0 = time.perf_counter()
         backend = make_backend(params.policy, resolve_model(path, params.policy))
         results[Path(path).name] = evaluate_policy(backend, records, cfg, params.seed)
         results[Path(path).name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-        log.info("[evaluate] %s: %s", path, results[Path(path).name])
+        del backend  # one model in memory at a time
+        gc.collect()
+        log.info("[evaluate] %s: %s", path, {k: v for k, v in results[Path(path).name].items() if k != "_per_prompt"})
     base = results[Path(args.policies[0]).name]
     for name, res in results.items():
         res["delta_vs_first"] = {k: round(v - base[k], 4) for k, v in res.items()
                                  if isinstance(v, float) and k != "eval_seconds" and base.get(k) is not None}
+        res["paired_delta_vs_first"] = {k: paired_delta(v, base["_per_prompt"][k])
+                                        for k, v in res["_per_prompt"].items()}
+    for res in results.values():
+        res.pop("_per_prompt")
     write_metrics(args.metrics, {"baseline": Path(args.policies[0]).name, "split": cfg.split, "policies": results})
     Path(args.plots).parent.mkdir(parents=True, exist_ok=True)
     keys = [k for k in base if isinstance(base[k], float) and k != "eval_seconds"]

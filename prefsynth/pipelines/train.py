@@ -48,7 +48,7 @@ def ends_solution(text: str, level: str, task_name: str | None) -> bool:
     if level != "step":
         return True
     task = get_task(task_name) if task_name else None
-    return bool(task and task.extract_answer(text) is not None)
+    return bool(task and task.is_final_step(text))
 
 
 def preference_rows(rows: list[dict], tasks: dict[str, str], use_weights: bool) -> list[dict]:
@@ -146,7 +146,8 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
             stats["examples"] = len(rows)
             data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "completions", "labels")} for r in rows])
             model = AutoModelForTokenClassification.from_pretrained(base_model, num_labels=2)
-            args = PRMConfig(**common, max_length=cfg.max_length, step_separator="\n")
+            step_sep = get_task(next(iter(tasks.values()))).step_delimiter if tasks else "\n"
+            args = PRMConfig(**common, max_length=cfg.max_length, step_separator=step_sep)
             trainer = PRMTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                  peft_config=_peft_config(cfg, "TOKEN_CLS"))
         else:  # reward

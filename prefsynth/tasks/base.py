@@ -37,9 +37,10 @@ class StepVerdicts:
 
 # ---- final answers in the forms models write them ------------------------------------------------
 
-_HASHES_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
-_A_LINE_RE = re.compile(r"^\s*(?:\*\*)?A(?:nswer)?(?:\*\*)?\s*:\s*(.+?)\s*$", re.MULTILINE)
-_ANSWER_IS_RE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_HASHES_RE = re.compile(r"####[ \t]*(.+?)[ \t]*$", re.MULTILINE)  # one line: `#### \n42` has no answer
+_A_LINE_RE = re.compile(r"^[ \t]*(?:\*\*)?A(?:nswer)?(?:\*\*)?[ \t]*:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
+_ANSWER_IS_RE = re.compile(r"(?:final answer|the answer)[ \t]*(?:is|:)[ \t]*:?[ \t]*(.+?)[ \t]*$",
+                           re.IGNORECASE | re.MULTILINE)
 
 
 def last_boxed(text: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Iterator
 from prefsynth.tasks.base import BaseTask, StepVerdicts, stated_answer
 
 NAME = "gsm8k"
-_FINAL_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
+_FINAL_RE = re.compile(r"####[ \t]*(.+?)[ \t]*$", re.MULTILINE)  # one line: `#### \n42` has no answer
 _CALC_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 _NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS_RE = re.compile(r"answer is[:\s]*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
@@ -215,7 +215,9 @@ class Gsm8kTask(BaseTask):
         return None if value is None else str(value)
 
     def is_final_step(self, step: str) -> bool:
-        return stated_answer(step)[0] is not None
+        """The step states a numeric final answer (`The answer is 18`, not `the answer is below`)."""
+        stated = stated_answer(step)[0]
+        return stated is not None and _NUMBER_RE.search(stated) is not None
 
     def parse_reference(self, raw: str) -> tuple[str, str | None]:
         """`#### n` (GSM8K), or a final `A: n` / `\\boxed{n}` / `The answer is n` line, or a bare

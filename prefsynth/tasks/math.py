@@ -22,7 +22,7 @@ NAME = "math"
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
 _ANSWER_IS_RE = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*[:\s]*(.+?)\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
-_HASHES_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
+_HASHES_RE = re.compile(r"####[ \t]*(.+?)[ \t]*$", re.MULTILINE)  # one line: `#### \n42` has no answer
 
 
 def _timeout(seconds: int) -> int | None:

@@ -43,12 +43,14 @@ class CritiqueParseError(ValueError):
 
 # ---- pure core ---------------------------------------------------------------------------------
 
-def load_template(path: str | None = None) -> str:
-    """The critic prompt template: a user file, or the packaged prefsynth/templates/critique.txt."""
+def load_template(path: str | None = None, chat: bool = False) -> str:
+    """The critic prompt template: a user file, or the packaged prefsynth/templates/critique.txt
+    (critique_chat.txt, which spells out the verdict line, for a critic with a chat template)."""
     if path:
         text = Path(path).read_text()
     else:
-        text = resources.files("prefsynth").joinpath("templates/critique.txt").read_text()
+        name = "critique_chat.txt" if chat else "critique.txt"
+        text = resources.files("prefsynth").joinpath(f"templates/{name}").read_text()
     for field in ("{problem}", "{steps}"):
         if field not in text:
             raise ValueError(f"critique template {path or 'critique.txt'} lacks the {field} field")
@@ -59,6 +61,38 @@ def render_critic_prompt(template: str, problem: str, steps: Sequence[str]) -> s
     """The critic's input: the problem and the response's steps numbered from 1."""
     numbered = "\n".join(f"{i}. {s}" for i, s in enumerate(steps, start=1))
     return template.format(problem=problem.strip(), steps=numbered)
+
+
+def verdict_options(n_steps: int) -> list[str]:
+    return ["correct"] + [f"step {k}" for k in range(1, n_steps + 2)]  # n+1: a missing step
+
+
+def scored_verdicts(backend, prompts: Sequence[str], texts: Sequence[Any], n_steps: Sequence[int]) -> list[Any]:
+    """`critiques.verdict: score`: the critic's own explanation, then its verdict chosen by log-prob
+    among 'correct' / 'step 1' ... 'step n+1' after `Verdict: ` (a constrained choice, as the
+    judges' score mode): never unparseable, still the critic's decision. Failures pass through."""
+    from prefsynth.transforms.judges import normalise
+
+    asks, where = [], []
+    for i, (prompt, text, n) in enumerate(zip(prompts, texts, n_steps)):
+        if not isinstance(text, str):
+            continue
+        reason = text.split("Verdict", 1)[0].rstrip()
+        context = f"{prompt}{reason}\n{CRITIQUE_VERDICT}"
+        opts = verdict_options(n)
+        asks += [(context, o) for o in opts]
+        where.append((i, reason, opts))
+    scores = backend.score([c for c, _ in asks], [o for _, o in asks]) if asks else []
+    out, k = list(texts), 0
+    for i, reason, opts in where:
+        probs = normalise(scores[k:k + len(opts)])
+        k += len(opts)
+        best = max(range(len(opts)), key=lambda j: (probs[j], -j))
+        out[i] = f"{reason}\n{CRITIQUE_VERDICT}{opts[best]}\n" if reason else f"{CRITIQUE_VERDICT}{opts[best]}\n"
+    return out
+
+
+CRITIQUE_VERDICT = "Verdict: "
 
 
 def parse_verdict(text: str, n_steps: int | None = None) -> int | None:
@@ -214,9 +248,11 @@ class CriticModelHandler(ModelHandler[list, PredictionResult, Any]):
     The backend (any: transformers, vLLM, OpenAI-compatible) is loaded once per worker.
     """
 
-    def __init__(self, policy, model: str, template: str, sampling: SamplingParams, seed: int):
+    def __init__(self, policy, model: str, template: str | None, sampling: SamplingParams, seed: int,
+                 verdict: str = "generate", template_path: str | None = None):
         super().__init__()
         self.policy, self.model, self.template, self.sampling, self.seed = policy, model, template, sampling, seed
+        self.verdict, self.template_path = verdict, template_path
 
     def should_skip_batching(self) -> bool:
         return True  # DeterministicBatches made the batches
@@ -230,12 +266,16 @@ class CriticModelHandler(ModelHandler[list, PredictionResult, Any]):
         from prefsynth.backends.openai_backend import GenerationFailure
         from prefsynth.transforms.generate import fit_prompt
 
+        from prefsynth.prompting import has_chat_template
+
         tokenizer, max_positions = getattr(model, "tokenizer", None), getattr(model, "max_positions", None)
+        chat = has_chat_template(tokenizer)
+        template = self.template or load_template(self.template_path, chat=chat)
         results: list[Any] = [None] * len(batch)
         send, send_idx = [], []
         for i, (resp, prompt) in enumerate(batch):
             # an instruct critic is asked through its chat template
-            critic_prompt = chat_wrap(tokenizer, render_critic_prompt(self.template, problem_text(prompt), resp["steps"]))
+            critic_prompt = chat_wrap(tokenizer, render_critic_prompt(template, problem_text(prompt), resp["steps"]))
             _, _, error = fit_prompt(critic_prompt, tokenizer, max_positions, self.sampling.max_new_tokens, False)
             if error:
                 results[i] = (critic_prompt, GenerationFailure("prompt_too_long", error))
@@ -245,8 +285,11 @@ class CriticModelHandler(ModelHandler[list, PredictionResult, Any]):
         if send:
             seeds = [seed_for(self.seed, batch[i][0]["response_id"], "critic") for i in send_idx]
             outs = model.generate(send, self.sampling, seeds)
-            for i, critic_prompt, out in zip(send_idx, send, outs):
-                results[i] = (critic_prompt, out if isinstance(out, GenerationFailure) else out[0].text)
+            texts = [out if isinstance(out, GenerationFailure) else out[0].text for out in outs]
+            if self.verdict == "score":
+                texts = scored_verdicts(model, send, texts, [len(batch[i][0]["steps"]) for i in send_idx])
+            for i, critic_prompt, text in zip(send_idx, send, texts):
+                results[i] = (critic_prompt, text)
         beam.metrics.Metrics.counter("prefsynth", "critic_requests").inc(len(send))
         return [PredictionResult(pair, res) for pair, res in zip(batch, results)]
 

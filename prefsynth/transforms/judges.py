@@ -120,6 +120,17 @@ def parse_verdict(text: str, allowed: Sequence[str]) -> tuple[str, str]:
     return verdict, feedback
 
 
+TICK_PREFILL = "- Does the response"
+
+
+def drop_cut_line(text: str) -> str:
+    """A checklist cut by the token budget: its unfinished last line (no `?`) is not a question."""
+    lines = text.rstrip().split("\n")
+    if len(lines) > 1 and not lines[-1].rstrip().endswith("?"):
+        lines = lines[:-1]
+    return "\n".join(lines)
+
+
 def parse_questions(text: str, max_questions: int) -> list[str]:
     """TICK checklist: one `- question?` per line, nothing else; at most `max_questions` kept."""
     if text is None or not text.strip():
@@ -482,9 +493,11 @@ def judge_tick(targets: Sequence[Target], backend, templates: dict[str, Template
     for t in targets:
         by_prompt.setdefault(t.prompt_id, []).append(t)
     pids = sorted(by_prompt)
+    # the judge's answer starts as a checklist does: small instruct models otherwise answer the
+    # question instead of writing questions about answers
     q_prompts = {pid: templates["tick_questions"].render(question=_question(by_prompt[pid][0]),
                                                          reference=by_prompt[pid][0].reference,
-                                                         max_questions=max_questions) for pid in pids}
+                                                         max_questions=max_questions) + TICK_PREFILL for pid in pids}
     gen_pids = [pid for pid in pids if fits(q_prompts[pid])]
     for pid in set(pids) - set(gen_pids):
         for t in by_prompt[pid]:
@@ -497,7 +510,7 @@ def judge_tick(targets: Sequence[Target], backend, templates: dict[str, Template
         try:
             if not isinstance(text, str):
                 raise JudgeParseError(f"backend failure: {getattr(text, 'message', text)}")
-            qs = parse_questions(text, max_questions)
+            qs = parse_questions(drop_cut_line(TICK_PREFILL + text), max_questions)
         except JudgeParseError as err:
             raw = text if isinstance(text, str) else getattr(text, "raw_output", None)
             for t in by_prompt[pid]:  # every response of the prompt loses its checklist: each is recorded
