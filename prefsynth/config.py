@@ -45,6 +45,9 @@ class PromptsConfig:
     task: str = _f("arith", "Problem domain of file sources: arith, gsm8k, math or chat.")
     n_prompts: int = _f(3000, "arith: how many problems to generate (before de-duplication).")
     test_fraction: float = _f(0.2, "Fraction of prompts (by hash of id) held out as the test split.")
+    validation_fraction: float = _f(0.1, "Fraction of prompts (by the same hash, carved from the train side: the "
+                                    "test prompts do not change) held out as the validation split, on which every "
+                                    "default is chosen; test is read once per run. Past 1 - test_fraction: the rest.")
     question_field: str = _f("question", "File sources: field holding the question text.")
     answer_field: str | None = _f("answer", "File sources: field holding the reference answer (null: none).")
     id_field: str | None = _f(None, "File sources: field holding a record id (null: content hash).")
@@ -318,7 +321,10 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
-    split: str = _f("test", "Prompts to evaluate on (held out from every training stage).")
+    split: str = _f("test", "The headline split (held out from every training stage), read once per run: "
+                    "metrics `policies`.")
+    validation_split: str | None = _f("validation", "Also measured on this split, where defaults and ablations are "
+                                      "chosen (metrics `validation`); skipped when it has no prompts; null: never.")
     max_prompts: int | None = _f(500, "First N prompts of the split by id (with a reference answer); null: all.")
     k: int = _f(8, "Samples per prompt for maj@k, pass@k and sample accuracy (0: greedy only).")
     temperature: float = _f(0.8, "Sampling temperature of the k samples.")

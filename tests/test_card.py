@@ -57,6 +57,12 @@ def test_card_metadata_and_every_config_loads_with_its_features(run_dir):
         assert ds.features == datasets.Features.from_arrow_schema(SCHEMAS[dataset])
         assert ds.num_rows == declared[name]["splits"][0]["num_examples"]
         assert [f["name"] for f in declared[name]["features"]] == SCHEMAS[dataset].names
+    # the prompts view carries a split: published as Hugging Face splits, test prompts never under train
+    prompt_splits = {i["config_name"]: [s["name"] for s in i["splits"]] for i in data["dataset_info"]}
+    assert prompt_splits == {"responses": ["train"], "prompts": ["train", "validation", "test"]}
+    for split in ("train", "validation", "test"):
+        ds = datasets.load_dataset(str(run_dir / "card"), "prompts", split=split)
+        assert ds.num_rows > 0 and set(ds["split"]) == {split}
     body = card.text
     assert "| generate | 12 | 12 |" in body and "| prompts | 120 |" in body  # accounting table
     assert "DPOTrainer" in body and "someone/arith-prefs" in body

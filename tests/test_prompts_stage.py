@@ -94,7 +94,7 @@ def test_arith_prompts_are_byte_identical_with_one_or_two_workers(tmp_path):
     assert runs[0] == runs[1] and len(runs[0]) == 2
     recs = read_records(str(tmp_path / "w1" / "prompts"))
     assert len({r["prompt_id"] for r in recs}) == len(recs)
-    assert {r["split"] for r in recs} == {"train", "test"}
+    assert {r["split"] for r in recs} == {"train", "validation", "test"}
 
 
 def test_split_is_stable_when_the_prompt_set_grows(tmp_path):

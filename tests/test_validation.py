@@ -45,7 +45,7 @@ def _nan_weight(recs):
 
 
 def _bad_split(recs):
-    recs[0]["split"] = "validation"
+    recs[0]["split"] = "dev"
 
 
 @pytest.mark.parametrize("dataset,edit,expect", [
@@ -54,7 +54,7 @@ def _bad_split(recs):
     ("labels", _prob, "expect_column_values_to_be_between(confidence {'min_value': 0.0, 'max_value': 1.0}): 1 of 6 rows, e.g. [1.7]"),
     ("pairs", _same, "expect_column_values_to_be_in_set(chosen_differs {'value_set': [True]}): 1 of 6 rows"),
     ("pairs", _nan_weight, "expect_column_values_to_not_be_null(weight): 1 of 6 rows"),
-    ("prompts", _bad_split, "expect_column_values_to_be_in_set(split {'value_set': ['train', 'test']}): 1 of 6 rows, e.g. ['validation']"),
+    ("prompts", _bad_split, "expect_column_values_to_be_in_set(split {'value_set': ['train', 'validation', 'test']}): 1 of 6 rows, e.g. ['dev']"),
 ])
 def test_corruption_fails_with_a_message_naming_it(dataset, edit, expect, tmp_path):
     with pytest.raises(ValidationFailed) as err:

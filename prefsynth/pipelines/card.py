@@ -2,7 +2,9 @@
 opt-in Hub push.
 
 Writes card/README.md (YAML metadata: license, task categories, tags, size category, one
-config per view, features derived from the Arrow schemas) and card/data/<view>/*.parquet, plus
+config per view, features derived from the Arrow schemas) and card/data/<view>/*.parquet (a view
+that carries a split, its own column or its prompts', is published as Hugging Face splits
+train / validation / test), plus
 metrics/run_summary.json (the accounting of every stage). `card.push: true` uploads the folder;
 the token comes from HF_TOKEN or the HF login and is never printed or written.
 """
@@ -88,6 +90,27 @@ STAGE_ORDER = ["prompts", "bootstrap", "generate", "mcts", "label", "critiques",
 QUALITY = ("mcts", "labels", "pairs", "selection", "evaluate", "bootstrap", "critic", "critiques", "train")
 
 
+HF_SPLITS = ("train", "validation", "test")
+
+
+def prompt_splits(views: dict) -> dict[str, str]:
+    """prompt_id -> split, from the prompts view (empty when it is not published)."""
+    path = views.get("prompts", (None,))[0]
+    if not path or not Path(path).exists() or not dataset_files(path):
+        return {}
+    t = read_table(path, columns=["prompt_id", "split"])
+    return dict(zip(t.column("prompt_id").to_pylist(), t.column("split").to_pylist()))
+
+
+def row_splits(table, prompt_split: dict[str, str]) -> list[str]:
+    """Each row's Hugging Face split: its own `split` column, else its prompt's split, else train."""
+    if "split" in table.column_names:
+        return [s or "train" for s in table.column("split").to_pylist()]
+    if "prompt_id" in table.column_names and prompt_split:
+        return [prompt_split.get(pid, "train") for pid in table.column("prompt_id").to_pylist()]
+    return ["train"] * table.num_rows
+
+
 def round_views(round_dir: str | None, views: dict | None = None) -> dict:
     """VIEWS with the per-round paths moved from data/ to round_dir (data/prompts stays shared)."""
     views = views or VIEWS
@@ -128,6 +151,7 @@ def build_card(out_dir: str, params_path: str = "params.yaml", metrics_dir="metr
     shutil.rmtree(out, ignore_errors=True)
     (out / "data").mkdir(parents=True)
     configs, infos, view_rows, total = [], [], [], 0
+    prompt_split = prompt_splits(views)
     for name, (path, purpose) in views.items():
         files = dataset_files(path) if Path(path).exists() else []
         if not files:
@@ -135,12 +159,26 @@ def build_card(out_dir: str, params_path: str = "params.yaml", metrics_dir="metr
         table = read_table(path)
         dest = out / "data" / name
         dest.mkdir(parents=True)
-        for f in files:
-            shutil.copy2(f, dest / Path(f).name)
+        splits = row_splits(table, prompt_split)
+        names = [s for s in HF_SPLITS if s in set(splits)]
+        if names == ["train"]:  # one split: the stage's files as they are
+            for f in files:
+                shutil.copy2(f, dest / Path(f).name)
+            data_files = [{"split": "train", "path": f"data/{name}/*.parquet"}]
+        else:  # one Hugging Face split per prompt split (test prompts are never published as train)
+            import pyarrow as pa
+            import pyarrow.compute as pc
+            import pyarrow.parquet as pq
+
+            column = pa.array(splits)
+            data_files = []
+            for split in names:
+                pq.write_table(table.filter(pc.equal(column, split)), dest / f"{split}-00000-of-00001.parquet")
+                data_files.append({"split": split, "path": f"data/{name}/{split}-*.parquet"})
         features = datasets.Features.from_arrow_schema(table.schema)
-        configs.append({"config_name": name, "data_files": [{"split": "train", "path": f"data/{name}/*.parquet"}]})
+        configs.append({"config_name": name, "data_files": data_files})
         infos.append({"config_name": name, "features": features._to_yaml_list(),
-                      "splits": [{"name": "train", "num_examples": table.num_rows}]})
+                      "splits": [{"name": s, "num_examples": splits.count(s)} for s in names]})
         view_rows.append({"name": name, "rows": table.num_rows, "purpose": purpose})
         total += table.num_rows
     if not view_rows:

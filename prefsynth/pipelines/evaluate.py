@@ -1,8 +1,11 @@
-"""evaluate stage: every policy of the run on the same held-out test prompts.
+"""evaluate stage: every policy of the run on the same held-out validation and test prompts.
 
 Greedy accuracy, maj@k (majority vote over k samples), mean sample accuracy and, for tasks whose
 steps can be checked exactly (arith), per-step accuracy; deltas against the first policy
-(policy-0). Writes metrics/evaluate.json and plots/accuracy.csv (one row per policy) for
+(policy-0), each accuracy with its n and a 95% Wilson interval and each delta paired on the same
+prompts with its 95% interval. `policies` is the test split (read once per run, never used to
+choose anything); `validation` the same numbers on the validation split, where defaults and
+ablation variants are compared. Writes metrics/evaluate.json and plots/accuracy.csv (test, one row per policy) for
 `dvc plots show`. Any task with reference answers and any backend work the same way: with a real
 model and GSM8K-style prompts the stage reports the same numbers.
 """
@@ -96,6 +99,26 @@ def paired_delta(after: list[bool], before: list[bool], z: float = 1.96) -> dict
             "significant": bool(n > 1 and (mean - half > 0 or mean + half < 0))}
 
 
+def split_records(prompts: list[dict], split: str, max_prompts: int | None) -> list[dict]:
+    """The first `max_prompts` prompts of `split` by id that have a reference answer."""
+    records = sorted((r for r in prompts if r["split"] == split and r["reference_answer"]),
+                     key=lambda r: r["prompt_id"])
+    return records[:max_prompts] if max_prompts else records
+
+
+def with_deltas(results: dict, baseline: str) -> dict:
+    """Every policy's results plus its deltas (plain and paired, same prompts) against the baseline's."""
+    base = results[baseline]
+    for res in results.values():
+        res["delta_vs_first"] = {k: round(v - base[k], 4) for k, v in res.items()
+                                 if isinstance(v, float) and k != "eval_seconds" and base.get(k) is not None}
+        res["paired_delta_vs_first"] = {k: paired_delta(v, base["_per_prompt"][k])
+                                        for k, v in res["_per_prompt"].items()}
+    for res in results.values():
+        res.pop("_per_prompt")
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="prefsynth evaluate", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -107,31 +130,40 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = params.evaluate
-    records = sorted((r for r in read_records(args.prompts) if r["split"] == cfg.split and r["reference_answer"]),
-                     key=lambda r: r["prompt_id"])
-    records = records[:cfg.max_prompts] if cfg.max_prompts else records
+    prompts = read_records(args.prompts)
+    records = split_records(prompts, cfg.split, cfg.max_prompts)
     if not records:
         raise ValueError(f"evaluate: no {cfg.split!r} prompts with a reference answer in {args.prompts}")
-    results = {}
+    # validation: where defaults and ablation variants are compared; the headline split (test) is read
+    # once here and nowhere else decides anything
+    val_records = (split_records(prompts, cfg.validation_split, cfg.max_prompts)
+                   if cfg.validation_split and cfg.validation_split != cfg.split else [])
+    results: dict = {}
+    val_results: dict = {}
     for path in dict.fromkeys(args.policies):  # round 1 starts from policy-0: measure it once
+        name = Path(path).name
         t0 = time.perf_counter()
         backend = make_backend(params.policy, resolve_model(path, params.policy))
-        results[Path(path).name] = evaluate_policy(backend, records, cfg, params.seed)
-        results[Path(path).name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        results[name] = evaluate_policy(backend, records, cfg, params.seed)
+        results[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        if val_records:
+            t1 = time.perf_counter()
+            val_results[name] = evaluate_policy(backend, val_records, cfg, params.seed)
+            val_results[name]["eval_seconds"] = round(time.perf_counter() - t1, 1)
         del backend  # one model in memory at a time
         gc.collect()
-        log.info("[evaluate] %s: %s", path, {k: v for k, v in results[Path(path).name].items() if k != "_per_prompt"})
-    base = results[Path(args.policies[0]).name]
-    for name, res in results.items():
-        res["delta_vs_first"] = {k: round(v - base[k], 4) for k, v in res.items()
-                                 if isinstance(v, float) and k != "eval_seconds" and base.get(k) is not None}
-        res["paired_delta_vs_first"] = {k: paired_delta(v, base["_per_prompt"][k])
-                                        for k, v in res["_per_prompt"].items()}
-    for res in results.values():
-        res.pop("_per_prompt")
-    write_metrics(args.metrics, {"baseline": Path(args.policies[0]).name, "split": cfg.split, "policies": results})
-    Path(args.plots).parent.mkdir(parents=True, exist_ok=True)
+        log.info("[evaluate] %s: %s", path, {k: v for k, v in results[name].items() if k != "_per_prompt"})
+    baseline = Path(args.policies[0]).name
+    base = results[baseline]
     keys = [k for k in base if isinstance(base[k], float) and k != "eval_seconds"]
+    with_deltas(results, baseline)
+    validation = ({"split": cfg.validation_split, "n_prompts": len(val_records),
+                   "policies": with_deltas(val_results, baseline)} if val_records else
+                  {"split": cfg.validation_split, "n_prompts": 0, "policies": {},
+                   "skipped": "no validation prompts with a reference answer" if cfg.validation_split else "off"})
+    write_metrics(args.metrics, {"baseline": baseline, "split": cfg.split, "policies": results,
+                                 "validation": validation})
+    Path(args.plots).parent.mkdir(parents=True, exist_ok=True)
     with open(args.plots, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["round", "policy", *keys])

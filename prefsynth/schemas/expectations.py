@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-SPLITS = ["train", "test"]
+SPLITS = ["train", "validation", "test"]
 TASKS = ["arith", "gsm8k", "math", "chat"]
 FINISH = ["stop", "length"]
 TARGET_KINDS = ["response", "step", "pair"]

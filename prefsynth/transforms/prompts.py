@@ -23,7 +23,7 @@ from prefsynth.ids import content_id, unit_hash
 from prefsynth.tasks import arith, get_task, gsm8k
 from prefsynth.transforms.deadletters import DEAD, count_dropped, count_in, emit_dead
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")  # validation: where every default is chosen; test: read once per run
 STAGE = "prompts"
 KEPT = "kept."  # counters of records kept though odd (metrics/prompts.json names each)
 
@@ -48,16 +48,23 @@ class PromptError(ValueError):
 
 # ---- pure core ---------------------------------------------------------------------------------
 
-def assign_split(prompt_id: str, seed: int, test_fraction: float) -> str:
-    return "test" if unit_hash(seed, prompt_id, "split") < test_fraction else "train"
+def assign_split(prompt_id: str, seed: int, test_fraction: float, validation_fraction: float = 0.0) -> str:
+    """The prompt's split by one hash u in [0, 1): test when u < test_fraction (the same test prompts
+    whatever validation_fraction is), validation when u < test_fraction + validation_fraction
+    (carved from the train side), else train."""
+    u = unit_hash(seed, prompt_id, "split")
+    if u < test_fraction:
+        return "test"
+    return "validation" if u < test_fraction + validation_fraction else "train"
 
 
-def arith_record(problem: arith.ArithProblem, source: str, seed: int, test_fraction: float) -> dict:
+def arith_record(problem: arith.ArithProblem, source: str, seed: int, test_fraction: float,
+                 validation_fraction: float = 0.0) -> dict:
     question = problem.expression
     prompt_id = content_id(arith.NAME, question)
     return {
         "prompt_id": prompt_id,
-        "split": assign_split(prompt_id, seed, test_fraction),
+        "split": assign_split(prompt_id, seed, test_fraction, validation_fraction),
         "task": arith.NAME,
         "prompt": problem.prompt,
         "messages": [{"role": "user", "content": problem.prompt}],
@@ -200,7 +207,7 @@ def file_record(obj, where: str, cfg: PromptsConfig, seed: int, notes: list | No
     prompt = task.format_prompt(question)
     return {
         "prompt_id": prompt_id,
-        "split": split or assign_split(prompt_id, seed, cfg.test_fraction),
+        "split": split or assign_split(prompt_id, seed, cfg.test_fraction, cfg.validation_fraction),
         "task": cfg.task,
         "prompt": prompt,
         "messages": [{"role": "user", "content": question}],
@@ -436,7 +443,8 @@ class ParsePrompt(beam.DoFn):
         notes: list[str] = []
         try:
             if isinstance(rec.payload, arith.ArithProblem):
-                out = arith_record(rec.payload, rec.where, self.seed, self.cfg.test_fraction)
+                out = arith_record(rec.payload, rec.where, self.seed, self.cfg.test_fraction,
+                                   self.cfg.validation_fraction)
             else:
                 obj = parse_json_line(rec.payload, rec.where) if isinstance(rec.payload, bytes) else rec.payload
                 out = file_record(obj, rec.where, self.cfg, self.seed, notes)
