@@ -125,10 +125,10 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
         | "Batch" >> DeterministicBatches(cfg.responses_per_batch, key="response_id")
         | "Unwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
         | "MCRollouts" >> RunInference(handler)
-        | "MCRows" >> beam.FlatMap(lambda result: result.inference)
+        | "MCRows" >> beam.FlatMap(mc_rows_or_dead).with_outputs(DEAD, main="labels")
     )
-    label_sets = [verified, mc]
-    dead = pipeline | "NoDead" >> beam.Create([])
+    label_sets = [verified, mc.labels]
+    dead_sets = [mc[DEAD]]
     items = judge_items(grouped, joined, params)
     if items:
         def count_item(item):
@@ -143,10 +143,29 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
             | "JudgeRows" >> beam.ParDo(EmitJudgeLabels(STAGE)).with_outputs(DEAD, main="labels")
         )
         label_sets.append(judged.labels)
-        dead = judged[DEAD]
+        dead_sets.append(judged[DEAD])
     (label_sets | "All" >> beam.Flatten()
      | "WriteLabels" >> WriteDataset(out["labels"], "labels", STAGE, cfg.num_shards))
-    dead | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+    dead_sets | "AllDead" >> beam.Flatten() | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+
+
+def mc_rows_or_dead(result):
+    """MC label rows of a batch; a response whose probes failed (its `unlabeled` row) becomes a dead
+    letter, never a label. That MC labelling is a unit of the ledger of its own (in, then dead): the
+    response itself still counts out through its verifier label."""
+    from prefsynth.transforms.deadletters import emit_dead
+    from prefsynth.transforms.mc_labels import failed_probe
+
+    for row in result.inference:
+        failure = failed_probe(row)
+        if failure is None:
+            yield row
+            continue
+        beam.metrics.Metrics.counter(NAMESPACE, "in").inc()
+        yield emit_dead(STAGE, f"{row['labeler']}/{row['target_id']}", "mc_probe_failed",
+                        f"[{row['labeler']}] rollouts from step {failure['step_index']} failed "
+                        f"({failure['failed_probes']} probe(s)): {failure['error_type']}: {failure['message']}",
+                        raw_input=row["target_id"], raw_output=failure.get("raw_output"))
 
 
 def count_label_out(labels_path: str) -> int:

@@ -18,6 +18,7 @@ from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_records, read_table
 from prefsynth.tasks import get_task
+from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.mcts_beam import MCTSModelHandler, SearchTrees
 from prefsynth.transforms.prompts import SelectPrompts
 
@@ -28,15 +29,15 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str
           out: dict[str, str]) -> None:
     m = params.mcts
     handler = MCTSModelHandler(params.policy, model, m.search, params.seed, tag)
-    rows = (
+    searched = (
         pipeline
         | "ReadPrompts" >> ReadDataset(prompts_path)
         | "Select" >> SelectPrompts(m.split, m.max_prompts)
         | "Search" >> SearchTrees(handler, m.trees_per_batch)
     )
-    rows | "WriteTrees" >> WriteDataset(out["trees"], "tree_nodes", STAGE, m.num_shards)
-    # the search has no per-record failure path yet: failed expansions leave childless leaves
-    (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
+    searched.rows | "WriteTrees" >> WriteDataset(out["trees"], "tree_nodes", STAGE, m.num_shards)
+    # a tree whose search hit a failed model call is a dead letter (never a childless terminal leaf)
+    searched[DEAD] | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
 
 
 def tree_metrics(nodes: list[dict], prompts: dict[str, dict], responses: list[dict] | None) -> dict:

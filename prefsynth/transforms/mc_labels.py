@@ -8,7 +8,8 @@ step stays wrong (values after an error stay 0): it probes the middle of the int
 must contain the first error.
 
 The prefix ending at the final answer line needs no rollout: its value is whether the answer
-is right.
+is right. A probe whose request failed is a failure, not a value of 0: the response gets no label
+of that method (one `unlabeled` row the label stage turns into a dead letter).
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ from typing import Callable, Sequence
 
 from prefsynth.backends.base import Backend, SamplingParams
 from prefsynth.ids import seed_for
+
+
+UNLABELED = "unlabeled"  # label of the one row of a response whose probes failed (becomes a dead letter)
+PROBE_FAILED = "probe_failed: "  # its rationale prefix, then the failure as JSON
+
+
+def failed_probe(row: dict) -> dict | None:
+    """The failure (error_type, message, raw_output, step_index) of an `unlabeled` MC row, else None."""
+    import json
+
+    if row.get("label") != UNLABELED or not (row.get("rationale") or "").startswith(PROBE_FAILED):
+        return None
+    return json.loads(row["rationale"][len(PROBE_FAILED):])
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,7 @@ class ResponseToLabel:
     reference: str
     values: dict[int, float] = field(default_factory=dict)  # step index -> fraction of good rollouts
     rollouts: int = 0
+    failures: list[tuple[int, object]] = field(default_factory=list)  # (step index, the backend's failure)
 
 
 def _probe(items: list[tuple[ResponseToLabel, int]], backend: Backend, cfg: MCLabelConfig, seed: int,
@@ -53,7 +68,10 @@ def _probe(items: list[tuple[ResponseToLabel, int]], backend: Backend, cfg: MCLa
     groups = backend.generate(contexts, sp, [seed_for(seed, r.response_id, f"mc/{i}") for r, i in todo])
     for (r, i), group in zip(todo, groups):
         if not isinstance(group, list):
-            continue  # a failed request leaves the prefix unprobed
+            # a failed request is a failure, never a value: the response gets no MC label of this method
+            # (label_rows gives it one `unlabeled` row that the stage turns into a dead letter)
+            r.failures.append((i, group))
+            continue
         prefix = r.steps[:i + 1]
         good = sum(answers_match(extract("\n".join(prefix) + "\n" + c.text), r.reference) for c in group)
         r.values[i] = good / len(group)
@@ -74,7 +92,7 @@ def label_binary_search(responses: Sequence[ResponseToLabel], backend: Backend, 
     by_id = {r.response_id: r for r in responses}
     # first probe the full solution (free): a right final answer means no error to find
     _probe([(by_id[k], len(by_id[k].steps) - 1) for k in state], backend, cfg, seed, answers_match, extract)
-    active = {k for k in state if by_id[k].values.get(len(by_id[k].steps) - 1) == 0.0}
+    active = {k for k in state if by_id[k].values.get(len(by_id[k].steps) - 1) == 0.0 and not by_id[k].failures}
     for k in list(state):
         if k not in active:
             state[k] = [len(by_id[k].steps), len(by_id[k].steps)]
@@ -92,7 +110,10 @@ def label_binary_search(responses: Sequence[ResponseToLabel], backend: Backend, 
         _probe(probes, backend, cfg, seed, answers_match, extract)
         for r, mid in probes:
             lo, hi = state[r.response_id]
-            if r.values.get(mid, 0.0) > 0.0:
+            if r.failures:  # a failed probe is not a bad step: stop searching this response
+                active.discard(r.response_id)
+                continue
+            if r.values[mid] > 0.0:
                 lo = mid + 1
             else:
                 hi = mid
@@ -112,8 +133,21 @@ def label_rows(r: ResponseToLabel, method: str) -> list[dict]:
 
     every: soft value of every prefix; binary: probed values plus what the search implies
     (steps before the first error good, from it on bad) — `confidence` says which."""
+    import json
+
     from prefsynth.ids import content_id
 
+    if r.failures:
+        i, f = r.failures[0]
+        detail = {"step_index": i, "error_type": getattr(f, "error_type", type(f).__name__),
+                  "message": str(getattr(f, "message", f)), "raw_output": getattr(f, "raw_output", None),
+                  "failed_probes": len(r.failures)}
+        return [{
+            "label_id": content_id(r.response_id, "mc", method, "failed"),
+            "target_id": r.response_id, "target_kind": "response", "step_index": None,
+            "labeler": f"mc_{method}", "score": None, "label": UNLABELED, "confidence": None,
+            "rationale": PROBE_FAILED + json.dumps(detail, sort_keys=True, default=repr), "raw_output": None,
+        }]
     err = first_error(r)
     rows = []
     for i in range(len(r.steps)):

@@ -12,6 +12,10 @@ Batching: every iteration selects one leaf in each active tree, expands all of t
 generate call and scores all new children with ONE reward call. A node's samples are seeded by
 (seed, node id), and node ids are content hashes of the path, so the trees do not depend on the
 batch size or on which worker searched them.
+
+A failed expansion request (the backend returns a failure instead of completions) is not a leaf
+without children: the tree's search stops and `tree.failure` holds the failure; the stage writes
+the tree as a dead letter and none of its nodes.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class Tree:
     prompt: str
     reference: str | None
     root: Node
+    failure: object | None = None  # the backend's failure of an expansion: the tree is a dead letter, not data
 
     def nodes(self) -> list[Node]:
         out, stack = [], [self.root]
@@ -153,12 +158,18 @@ def search(trees: list[Tree], backend: Backend, p_true: StepPTrue, hooks: TaskHo
     for it in range(cfg.iterations):
         leaves = []
         for tree in trees:
+            if tree.failure is not None:  # a failed expansion ends the tree's search: it is a dead letter
+                continue
             leaf = select_leaf(tree, cfg.c_puct, cfg.gamma)
             leaves.append((tree, leaf))
+        if not leaves:
+            break
         to_expand = [(t, n) for t, n in leaves if not n.terminal and not n.expanded]
         if to_expand:
             _expand(to_expand, backend, p_true, hooks, cfg, seed, cfg.temperature(it), on_call)
         for tree, leaf in leaves:
+            if tree.failure is not None:
+                continue
             if leaf.children:
                 value = sum(c.reward for c in leaf.children) / len(leaf.children)
             else:
@@ -188,9 +199,11 @@ def _expand(items, backend, p_true, hooks, cfg, seed, temperature, on_call) -> N
             groups[i] = g
     new_children: list[tuple[Tree, Node]] = []
     for (tree, leaf), group in zip(items, groups):
-        leaf.expanded = True
         if not isinstance(group, list):
-            continue  # a failed request: the leaf stays childless (and is treated as terminal)
+            # a failed request is a failure, never a childless terminal leaf: the tree becomes a dead letter
+            tree.failure = group
+            continue
+        leaf.expanded = True
         merged: dict[str, float] = {}
         for c in group:
             text = c.text.strip()

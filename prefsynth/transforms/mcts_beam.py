@@ -10,6 +10,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from prefsynth.config import PolicyConfig
 from prefsynth.tasks import get_task
+from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.mcts import MCTSConfig, TaskHooks, new_tree, node_rows, search
 
@@ -87,6 +88,9 @@ class MCTSModelHandler(ModelHandler[list, PredictionResult, Any]):
             search(trees, model, policy_p_true(model, task_name), hooks, self.cfg, self.seed,
                    on_call=lambda kind, n: calls.inc())
             for rec, tree in zip(recs, trees):
+                if tree.failure is not None:
+                    results.append(PredictionResult(rec, tree.failure))
+                    continue
                 rows = node_rows(tree, self.cfg.gamma)
                 beam.metrics.Metrics.counter(NAMESPACE, "nodes").inc(len(rows))
                 results.append(PredictionResult(rec, rows))
@@ -95,7 +99,7 @@ class MCTSModelHandler(ModelHandler[list, PredictionResult, Any]):
 
 
 class SearchTrees(beam.PTransform):
-    """Prompt records -> tree_nodes rows."""
+    """Prompt records -> tree_nodes rows (`.rows`) and a dead letter per tree whose search failed (`[DEAD]`)."""
 
     def __init__(self, handler: MCTSModelHandler, trees_per_batch: int):
         super().__init__()
@@ -105,12 +109,21 @@ class SearchTrees(beam.PTransform):
         from apache_beam.ml.inference.base import RunInference
 
         def rows(result: PredictionResult):
+            from prefsynth.transforms.deadletters import emit_dead
+
             beam.metrics.Metrics.counter(NAMESPACE, "in").inc()
-            yield from result.inference
+            if isinstance(result.inference, list):
+                yield from result.inference
+                return
+            f, rec = result.inference, result.example
+            yield emit_dead("mcts", rec["prompt_id"], "mcts_expansion_failed",
+                            f"a model call of the search failed: {getattr(f, 'error_type', type(f).__name__)}: "
+                            f"{getattr(f, 'message', f)}", raw_input=rec["prompt"],
+                            raw_output=getattr(f, "raw_output", None))
 
         return (
             prompts
             | "Batch" >> DeterministicBatches(self.trees_per_batch)
             | "Search" >> RunInference(self.handler)
-            | "Rows" >> beam.FlatMap(rows)
+            | "Rows" >> beam.FlatMap(rows).with_outputs(DEAD, main="rows")
         )
