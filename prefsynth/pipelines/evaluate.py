@@ -41,8 +41,18 @@ def majority_answer(answers: list[str | None]) -> str | None:
     return next(a for a in answers if a is not None and counts[a] == best)
 
 
+def fallback_counts() -> collections.Counter:
+    """Answers decided by a task's fallback so far in this process, by name (gsm8k last number, math-verify
+    timeouts and errors)."""
+    from prefsynth.tasks import gsm8k, math as math_task
+
+    return gsm8k.FALLBACKS + math_task.FALLBACKS
+
+
 def evaluate_policy(backend, records: list[dict], cfg: EvaluateConfig, seed: int) -> dict:
-    """Accuracy numbers of one policy on `records` (prompt records with reference answers)."""
+    """Accuracy numbers of one policy on `records` (prompt records with reference answers); `fallbacks`
+    counts, by name, the answers a task's fallback decided (never silent)."""
+    before = fallback_counts()
     prompts = [r["prompt"] for r in records]
     greedy = backend.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens),
                               [seed_for(seed, r["prompt_id"], "eval-greedy") for r in records])
@@ -74,6 +84,7 @@ def evaluate_policy(backend, records: list[dict], cfg: EvaluateConfig, seed: int
     # every headline accuracy with its n and a 95% Wilson interval (one round's few points are noise)
     out["ci95"] = {k: wilson_interval(sum(v), len(v)) for k, v in per_prompt.items()}
     out["_per_prompt"] = per_prompt
+    out["fallbacks"] = dict(sorted((fallback_counts() - before).items()))
     return out
 
 

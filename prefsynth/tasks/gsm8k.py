@@ -7,6 +7,7 @@ arithmetic expression and the value the annotator's calculator gave for it.
 from __future__ import annotations
 
 import ast
+import collections
 import json
 import operator
 import re
@@ -18,6 +19,20 @@ from prefsynth.tasks.base import BaseTask, StepVerdicts, stated_answer
 
 NAME = "gsm8k"
 _FINAL_RE = re.compile(r"####[ \t]*(.+?)[ \t]*$", re.MULTILINE)  # one line: `#### \n42` has no answer
+# answers decided by a fallback, by name, counted in this process and as Beam counters
+# (`fallback.<name>` in a stage's accounting.counters), so a lenient extraction is never silent
+FALLBACKS: collections.Counter = collections.Counter()
+
+
+def count_fallback(name: str) -> None:
+    FALLBACKS[name] += 1
+    try:
+        from apache_beam.metrics import Metrics
+    except ImportError:  # pragma: no cover - beam is a dependency; tasks stay usable without it
+        return
+    Metrics.counter("prefsynth", f"fallback.{name}").inc()
+
+
 _CALC_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 _NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS_RE = re.compile(r"answer is[:\s]*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
@@ -127,14 +142,17 @@ def split_steps(solution: str) -> list[str]:
 
 def extract_answer(solution: str) -> str | None:
     """The stated answer (`\\boxed{}`, `#### n`, `A: n`, `the answer is n`) as a number, else
-    the last number in the text."""
+    the last number in the text (counted: fallback `gsm8k.last_number_answer`)."""
     stated, _ = stated_answer(solution)
     if stated is not None:
         num = _NUMBER_RE.search(stated.replace("\\$", "$"))
         if num:
             return _clean(num.group(0))
     nums = _NUMBER_RE.findall(_CALC_RE.sub("", solution))
-    return _clean(nums[-1]) if nums else None
+    if not nums:
+        return None
+    count_fallback("gsm8k.last_number_answer")  # no stated answer: the last number in the text
+    return _clean(nums[-1])
 
 
 def _clean(number: str) -> str:

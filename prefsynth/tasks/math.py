@@ -13,6 +13,8 @@ one costs time, not correctness.
 
 from __future__ import annotations
 
+import collections
+import logging
 import re
 import threading
 
@@ -23,6 +25,32 @@ PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
 _ANSWER_IS_RE = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*[:\s]*(.+?)\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
 _HASHES_RE = re.compile(r"####[ \t]*(.+?)[ \t]*$", re.MULTILINE)  # one line: `#### \n42` has no answer
+
+
+# verdicts decided by a fallback, by name (`math.verify_timeout`: math-verify gave up in time and
+# the answers count as not equivalent; `math.verify_error`: it raised), counted in this process
+# and as Beam counters (`fallback.<name>` in a stage's accounting.counters)
+FALLBACKS: collections.Counter = collections.Counter()
+
+
+def count_fallback(name: str) -> None:
+    FALLBACKS[name] += 1
+    try:
+        from apache_beam.metrics import Metrics
+    except ImportError:  # pragma: no cover
+        return
+    Metrics.counter("prefsynth", f"fallback.{name}").inc()
+
+
+class _TimeoutCounter(logging.Handler):
+    """math-verify reports its timeouts only as a warning and a False: count them by name."""
+
+    def emit(self, record):
+        if record.getMessage().startswith("Timeout during"):
+            count_fallback("math.verify_timeout")
+
+
+_HANDLER = _TimeoutCounter(logging.WARNING)
 
 
 def _timeout(seconds: int) -> int | None:
@@ -56,13 +84,17 @@ def answers_match(predicted: str | None, reference: str | None) -> bool:
         return False
     from math_verify import parse, verify  # sympy import is slow: only when a math answer is checked
 
+    mv_log = logging.getLogger("math_verify")
+    if _HANDLER not in mv_log.handlers:
+        mv_log.addHandler(_HANDLER)
     try:
         gold = parse(_as_latex(str(reference)), parsing_timeout=_timeout(PARSE_TIMEOUT_S))
         pred = parse(_as_latex(str(predicted)), parsing_timeout=_timeout(PARSE_TIMEOUT_S))
         if not gold or not pred:
             return False
         return bool(verify(gold, pred, timeout_seconds=_timeout(VERIFY_TIMEOUT_S)))
-    except Exception:  # math-verify raises on odd input and on timeouts: not equivalent
+    except Exception:  # math-verify raises on odd input and on timeouts: not equivalent, counted
+        count_fallback("math.verify_error")
         return False
 
 
