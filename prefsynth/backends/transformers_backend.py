@@ -21,7 +21,8 @@ _M32 = 0xFFFFFFFF
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash on int64 tensors holding values in [0, 2^32); never overflows int64."""
+    """A 32-bit integer hash on int64 tensors holding values in [0, 2^32); never overflows int64
+    (a product is < 2^32 * 2^27), so it gives the same bits on every device."""
     x = x ^ (x >> 16)
     x = (x * 0x45D9F3B) & _M32
     x = x ^ (x >> 16)
@@ -29,15 +30,31 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
-    """Gumbel(0, 1) noise of shape [rows, vocab], a pure function of (row seed, step, token id)."""
-    lo = (seeds & _M32)[:, None]
-    hi = ((seeds >> 32) & _M32)[:, None]
-    tok = torch.arange(vocab_size, dtype=torch.int64)[None, :]
-    x = _mix32(_mix32(_mix32(lo) ^ hi) ^ step)
-    x = _mix32(x ^ tok)
-    u = (x.double() + 0.5) / 4294967296.0
+def _row_keys(seeds: torch.Tensor) -> torch.Tensor:
+    """The per-row part of the noise hash, computed once per batch ([rows] int64, same device)."""
+    return _mix32(_mix32(seeds & _M32) ^ ((seeds >> 32) & _M32))
+
+
+def _noise_bits(row_keys: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
+    """The 32-bit hash of (row seed, step, token id), [rows, vocab] int64 on the keys' device."""
+    tok = torch.arange(vocab_size, dtype=torch.int64, device=row_keys.device)[None, :]
+    return _mix32(_mix32(row_keys[:, None] ^ step) ^ tok)
+
+
+def _gumbel_from_bits(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Gumbel(0, 1) from 32 hash bits. float64 uses all 32 bits (the CPU path, whose bytes are
+    fixed); float32 uses the top 24, so u = (k + 0.5) / 2^24 is exact and strictly inside (0, 1)."""
+    if dtype == torch.float64:
+        u = (x.double() + 0.5) / 4294967296.0
+    else:
+        u = ((x >> 8).to(dtype) + 0.5) / 16777216.0
     return -torch.log(-torch.log(u))
+
+
+def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Gumbel(0, 1) noise of shape [rows, vocab], a pure function of (row seed, step, token id),
+    computed on the seeds' device (the hash is exact int64 arithmetic everywhere)."""
+    return _gumbel_from_bits(_noise_bits(_row_keys(seeds), step, vocab_size), dtype)
 
 
 def sample_seed(request_seed: int, index: int) -> int:
@@ -110,8 +127,15 @@ class TransformersBackend:
     @torch.no_grad()
     def _generate_batch(self, prompt_ids: list[list[int]], width: int, sp: SamplingParams, seeds: list[int],
                         top_logprobs: int = 0) -> list[list[Completion]]:
+        """One batch through prefill and a decode loop kept on the model's device.
+
+        Per step the device holds everything (tokens, log-probs, self-certainty sums, finish
+        states, sampling noise); what crosses to the host is one bool (all rows done?) and, only
+        with stop strings, the step's new token ids, checked against a decoded tail window.
+        """
         tok, n = self.tokenizer, sp.n
         input_ids, attn = self._left_pad(prompt_ids, width)
+        dev = input_ids.device
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1, :]
@@ -121,79 +145,99 @@ class TransformersBackend:
             attn = attn.repeat_interleave(n, 0)
             pos = pos.repeat_interleave(n, 0)
         rows = len(prompt_ids) * n
-        row_seeds = torch.tensor([sample_seed(s, j) for s in seeds for j in range(n)], dtype=torch.int64)
+        row_keys = _row_keys(torch.tensor([sample_seed(s, j) for s in seeds for j in range(n)],
+                                          dtype=torch.int64, device=dev))
         # each row's own token budget: the context left after its own prompt, never its batch-mates'
-        limits = [sp.max_new_tokens if not self.max_positions else
-                  max(0, min(sp.max_new_tokens, self.max_positions - len(x))) for x in prompt_ids for _ in range(n)]
-        budget = max(limits, default=0)
-        eos = tok.eos_token_id
-        gen: list[list[int]] = [[] for _ in range(rows)]
-        lps: list[list[float]] = [[] for _ in range(rows)]
-        tops: list[list[dict[str, float]]] = [[] for _ in range(rows)]
-        certainty = torch.zeros(rows, dtype=torch.float64)
-        finish: list[str | None] = [None] * rows
-        texts: list[str] = [""] * rows
-        next_pos = pos[:, -1]
+        limit_list = [sp.max_new_tokens if not self.max_positions else
+                      max(0, min(sp.max_new_tokens, self.max_positions - len(x))) for x in prompt_ids for _ in range(n)]
+        budget = max(limit_list, default=0)
+        limits = torch.tensor(limit_list, dtype=torch.long, device=dev)
+        eos, pad_id = tok.eos_token_id, tok.pad_token_id
+        eos = -1 if eos is None else eos
         vocab = logits.shape[-1]
-        for step in range(max(budget, 0)):
+        k_top = min(top_logprobs, vocab) if top_logprobs else 0
+        tokens = torch.full((rows, max(budget, 1)), pad_id, dtype=torch.long, device=dev)
+        token_lp = torch.zeros((rows, max(budget, 1)), dtype=torch.float32, device=dev)
+        top_v = torch.zeros((rows, max(budget, 1), k_top), dtype=torch.float32, device=dev) if k_top else None
+        top_i = torch.zeros((rows, max(budget, 1), k_top), dtype=torch.long, device=dev) if k_top else None
+        n_kept = torch.zeros(rows, dtype=torch.long, device=dev)
+        certainty = torch.zeros(rows, dtype=torch.float64, device=dev)
+        finish = torch.zeros(rows, dtype=torch.int8, device=dev)  # 0 running, 1 stop, 2 length
+        active = torch.ones(rows, dtype=torch.bool, device=dev)
+        stops = _StopChecker(tok, sp.stop, rows) if sp.stop else None
+        # CPU: float64 noise over the full vocabulary, exactly as before (same bytes); accelerators:
+        # float32 noise from the same integer hash, computed where the logits are
+        noise_dtype = torch.float64 if dev.type == "cpu" else torch.float32
+        next_pos = pos[:, -1]
+        pos_cap = self.max_positions - 1 if self.max_positions else None
+        log_v = math.log(vocab)
+        for step in range(budget):
             logp = torch.log_softmax(logits.float(), dim=-1)
             # Self-certainty (Kang et al. 2025): KL(U || p) = -log V - mean_v log p_v, from full logits.
-            kl = (-math.log(vocab) - logp.mean(-1)).double().cpu()
+            kl = (-log_v - logp.mean(-1)).double()
             if sp.temperature == 0:
                 nxt = logp.argmax(-1)
             else:
                 scores = logp / sp.temperature
                 if sp.top_p < 1.0:
                     scores = _top_p_mask(scores, sp.top_p)
-                nxt = (scores.double().cpu() + gumbel_noise(row_seeds, step, vocab)).argmax(-1).to(logp.device)
-            chosen_lp = logp.gather(-1, nxt[:, None])[:, 0].cpu().tolist()
-            if top_logprobs:
-                top_v, top_i = logp.topk(min(top_logprobs, vocab), dim=-1)
-                top_v, top_i = top_v.cpu().tolist(), top_i.cpu().tolist()
-            nxt_list = nxt.cpu().tolist()
-            for r in range(rows):
-                if finish[r] is not None:
-                    continue
-                t = nxt_list[r]
-                if step >= limits[r]:
-                    finish[r] = "length"
-                    continue
-                if t == eos:
-                    finish[r] = "stop"
-                    continue
-                gen[r].append(t)
-                lps[r].append(chosen_lp[r])
-                if top_logprobs:
-                    tops[r].append({tok.convert_ids_to_tokens(t_): v for t_, v in zip(top_i[r], top_v[r])})
-                certainty[r] += kl[r]
-                if sp.stop:
-                    texts[r] = tok.decode(gen[r], skip_special_tokens=True)
-                    if any(s in texts[r] for s in sp.stop):
-                        finish[r] = "stop"
-            if all(f is not None for f in finish):
-                break
-            nxt = torch.where(torch.tensor([f is None for f in finish], device=nxt.device), nxt,
-                              torch.full_like(nxt, tok.pad_token_id))
+                noise = _gumbel_from_bits(_noise_bits(row_keys, step, vocab), noise_dtype)
+                nxt = (scores.to(noise_dtype) + noise).argmax(-1)
+            hit_length = active & (step >= limits)
+            hit_eos = active & ~hit_length & (nxt == eos)
+            keep = active & ~hit_length & ~hit_eos
+            finish = torch.where(hit_length, 2, torch.where(hit_eos, 1, finish)).to(torch.int8)
+            tokens[:, step] = torch.where(keep, nxt, pad_id)
+            token_lp[:, step] = logp.gather(-1, nxt[:, None])[:, 0]
+            if k_top:
+                v, i = logp.topk(k_top, dim=-1)
+                top_v[:, step], top_i[:, step] = v, i
+            certainty += torch.where(keep, kl, 0.0)
+            n_kept += keep
+            active = keep
+            if stops is not None:
+                hit = stops.update(nxt.tolist(), keep.tolist())
+                if hit:
+                    hit_t = torch.zeros(rows, dtype=torch.bool)
+                    hit_t[hit] = True
+                    hit_t = hit_t.to(dev)
+                    finish = torch.where(hit_t, 1, finish).to(torch.int8)
+                    active = active & ~hit_t
+            if step == budget - 1 or not bool(active.any()):
+                break  # the last step's logits would never be used
+            nxt = torch.where(active, nxt, torch.full_like(nxt, pad_id))
             attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)
-            next_pos = next_pos + 1
+            # a finished row is fed padding; its position stops at the context's end (a batch-mate
+            # with a shorter prompt may run longer than it could: its own limit ended it)
+            next_pos = next_pos + 1 if pos_cap is None else (next_pos + 1).clamp(max=pos_cap)
             out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos[:, None],
                              past_key_values=past, use_cache=True)
             past, logits = out.past_key_values, out.logits[:, -1, :]
+        # one transfer of the whole batch's results
+        n_kept_l, finish_l = n_kept.tolist(), finish.tolist()
+        tokens_l, lp_l = tokens.tolist(), token_lp.tolist()
+        certainty = certainty.cpu()
+        if k_top:
+            top_v_l, top_i_l = top_v.tolist(), top_i.tolist()
         results: list[list[Completion]] = []
         for i in range(len(prompt_ids)):
             group = []
             for j in range(n):
                 r = i * n + j
-                text = tok.decode(gen[r], skip_special_tokens=True)
-                ids, lp = gen[r], lps[r]
+                k = n_kept_l[r]
+                ids, lp = tokens_l[r][:k], lp_l[r][:k]
+                text = tok.decode(ids, skip_special_tokens=True)
                 if sp.stop:
                     cut = min((text.find(s) for s in sp.stop if s in text), default=-1)
                     if cut >= 0:
                         text = text[:cut]
+                extra = {}
+                if k_top:
+                    extra["top_logprobs"] = [{tok.convert_ids_to_tokens(t_): v for t_, v in zip(top_i_l[r][s], top_v_l[r][s])}
+                                             for s in range(k)]
                 group.append(Completion(
-                    text=text, token_ids=ids, logprobs=lp, finish_reason=finish[r] or "length",
-                    self_certainty=float(certainty[r] / len(ids)) if ids else None,
-                    extra={"top_logprobs": tops[r]} if top_logprobs else {},
+                    text=text, token_ids=ids, logprobs=lp, finish_reason="stop" if finish_l[r] == 1 else "length",
+                    self_certainty=float(certainty[r] / len(ids)) if ids else None, extra=extra,
                 ))
             results.append(group)
         return results
@@ -280,3 +324,30 @@ def _top_p_mask(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     drop_sorted = cum - sorted_p > top_p  # keep the smallest set whose mass reaches top_p
     drop = torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted)
     return scores.masked_fill(drop, float("-inf"))
+
+
+class _StopChecker:
+    """Incremental stop-string checks: per step, only the newest tokens' tail window is decoded
+    (never the whole text), and a hit is confirmed on the full text once, so the stop decision is
+    the same as checking the whole decoded text every step, as long as a stop string spans fewer
+    than `window` tokens."""
+
+    def __init__(self, tokenizer, stop: Sequence[str], rows: int, window: int | None = None):
+        self.tok, self.stop = tokenizer, tuple(stop)
+        self.window = window or max(16, 4 * max(len(s) for s in self.stop) + 4)
+        self.gen: list[list[int]] = [[] for _ in range(rows)]
+
+    def update(self, new_tokens: list[int], kept: list[bool]) -> list[int]:
+        """Append each kept row's new token; the rows whose text now contains a stop string."""
+        hits = []
+        for r, (t, k) in enumerate(zip(new_tokens, kept)):
+            if not k:
+                continue
+            g = self.gen[r]
+            g.append(t)
+            tail = self.tok.decode(g[-self.window:], skip_special_tokens=True)
+            if any(s in tail for s in self.stop):
+                full = tail if len(g) <= self.window else self.tok.decode(g, skip_special_tokens=True)
+                if any(s in full for s in self.stop):
+                    hits.append(r)
+        return hits
