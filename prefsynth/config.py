@@ -281,6 +281,11 @@ class SelectionConfig:
                               "of the samples lose their pairs from `agreement_filter_sources`.")
     agreement_filter_sources: list = _f(["self_consistency", "self_certainty"],
                                         "Label-source prefixes the agreement filter applies to.")
+    min_source_precision: float = _f(0.6, "A level/source whose precision on the final (trained) pairs of the "
+                                     "held-out prompts with ground truth is below this loses all its pairs "
+                                     "(low_source_precision, reason recorded in metrics); 0: off.")
+    min_source_pairs: int = _f(20, "Fewest final held-out pairs with ground truth for that check; a source with "
+                               "fewer is kept and reported as unmeasured.")
     conversational: bool = _f(False, "Also write <view>_conversational pair views in TRL's conversational format "
                               "(needs a chat template to train on; the tiny policy has none).")
     num_shards: int = _f(1, "Parquet files per pair view.")

@@ -10,7 +10,12 @@ In order, every decision recorded:
    `upo.sources` whose pass majority contradicts the label are dropped, the rest sampled easy
    (1 - BALD) / hard (BALD); every scored pair carries uncertainty_mean/var/bald;
 3. one pair per content across sources (the trusted source wins; a pair contradicting a trusted
-   one is dropped).
+   one is dropped; the kept copy names the other sources that gave it);
+4. the source gate: a level/source whose *final* pairs (what training reads) have a precision under
+   `selection.min_source_precision` on held-out prompts with ground truth loses all its pairs
+   (low_source_precision), and the dedupe is redone without it. After the dedupe a source's surviving
+   pairs are the ones no trusted source confirmed, so its final precision, not its candidates',
+   says what it adds to training.
 Kept pairs go to data/pairs/{response,step} (kept_reason says why), dropped ones to
 data/pairs/pruned (kept_reason = "dropped: why"); other candidate views (kto, prm, critique, ...)
 are copied through; with `selection.conversational` also <level>_conversational views.
@@ -191,10 +196,45 @@ def decide(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], p
                 else:
                     dropped[p["pair_id"]] = ("upo_contradicted: " if d.reason.startswith("contradicted")
                                              else "upo_not_sampled: ") + d.reason
-    # one pair per content: trusted sources first, then the order of pair ids
+    # one pair per content (trusted sources first), then the source gate on the final pairs: a source
+    # whose trained pairs are mostly wrong on held-out prompts loses them all; the dedupe is redone
+    # without it, so a pair it shadowed comes back from the source that also gave it
+    pre = dict(dropped)
+    gated: dict[str, dict] = {}
+    while True:
+        dropped = dict(pre)
+        dedupe(pairs, dropped, cfg.trusted_sources, demoted=set(gated))  # a gated source's copies rank last
+        for p in pairs:
+            g = gated.get(source_key(p))
+            if g is not None and p["pair_id"] not in dropped:
+                dropped[p["pair_id"]] = (f"low_source_precision: {source_key(p)} final precision {g['precision']:.2f} "
+                                         f"on {g['pairs']} held-out pairs < {sel.min_source_precision:g}")
+        final = final_precision(pairs, dropped, prompts, params)
+        new = {k: v for k, v in final.items() if k not in gated and v["measured"]
+               and v["precision"] < sel.min_source_precision}
+        if not new:
+            break
+        gated.update(new)
+    info = {**info, "source_gate": {
+        "min_source_precision": sel.min_source_precision, "min_source_pairs": sel.min_source_pairs,
+        "dropped_sources": {k: {**v, "reason": f"final precision {v['precision']:.4f} on {v['pairs']} held-out "
+                                f"pairs < {sel.min_source_precision:g}"} for k, v in sorted(gated.items())},
+        "kept_sources": final}}
+    return pairs, dropped, info
+
+
+def source_key(p: dict) -> str:
+    return f"{p['level']}/{p['label_source']}"
+
+
+def dedupe(pairs: list[dict], dropped: dict[str, str], trusted_sources, demoted: set[str] = frozenset()) -> None:
+    """One pair per content across sources, in place: trusted sources first, `demoted` level/sources
+    last, then the order of pair ids. The kept copy's kept_reason names the other sources that gave it."""
     rank = {pid: i for i, pid in enumerate(p["pair_id"] for p in sorted(
-        pairs, key=lambda p: (not _matches(p["label_source"], cfg.trusted_sources), p["pair_id"])))}
+        pairs, key=lambda p: (source_key(p) in demoted, not _matches(p["label_source"], trusted_sources),
+                              p["pair_id"])))}
     seen: dict[tuple, dict] = {}
+    also: dict[str, list[str]] = collections.defaultdict(list)
     for p in sorted(pairs, key=lambda p: rank[p["pair_id"]]):
         if p["pair_id"] in dropped:
             continue
@@ -202,11 +242,41 @@ def decide(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], p
         if key in seen:
             first = seen[key]
             same_way = first["chosen"] == p["chosen"]
+            if same_way:
+                also[first["pair_id"]].append(p["label_source"])
             dropped[p["pair_id"]] = (f"duplicate: same pair as {first['pair_id']} ({first['label_source']})" if same_way
                                      else f"contradicts_trusted: reversed {first['pair_id']} ({first['label_source']})")
         else:
             seen[key] = p
-    return pairs, dropped, info
+    for p in pairs:
+        base = p["kept_reason"].split("; also given by ")[0] if p.get("kept_reason") else p.get("kept_reason")
+        if also.get(p["pair_id"]):
+            base = (base or "") + f"; also given by {', '.join(sorted(set(also[p['pair_id']])))}"
+        p["kept_reason"] = base
+
+
+def final_precision(pairs: list[dict], dropped: dict[str, str], prompts: dict[str, dict], params: Params) -> dict:
+    """Per level/source: precision of its final (trained) pairs on the held-out prompts (those the UPO
+    estimator never trained on) where the task has ground truth; `measured` when there are enough."""
+    cfg, sel = params.selection.upo, params.selection
+    truth: dict[str, list[bool]] = collections.defaultdict(list)
+    total: dict[str, int] = collections.Counter()
+    for p in pairs:
+        if p["pair_id"] in dropped:
+            continue
+        total[source_key(p)] += 1
+        if upo.is_trusted_prompt(params.seed, p["prompt_id"], cfg.trusted_fraction):
+            continue
+        t = truly_better(p, prompts[p["prompt_id"]]) if p["prompt_id"] in prompts else None
+        if t is not None:
+            truth[source_key(p)].append(bool(t))
+    out = {}
+    for key in sorted(total):
+        ts = truth.get(key, [])
+        out[key] = {"pairs": len(ts), "trained_pairs": total[key],
+                    "precision": round(sum(ts) / len(ts), 4) if ts else None,
+                    "measured": len(ts) >= max(sel.min_source_pairs, 1) and sel.min_source_precision > 0}
+    return out
 
 
 def _precision(rows: list[dict], prompts: dict[str, dict]) -> dict:
@@ -239,11 +309,18 @@ def selection_report(pairs: list[dict], dropped: dict[str, str], prompts: dict[s
         if upo_in["pairs"] and upo_in["precision"] is not None and upo_out["precision"] is not None:
             stages["upo_gain_points"] = round(100 * (upo_out["precision"] - upo_in["precision"]), 2)
             stages["upo_kept_fraction"] = round(upo_out["pairs"] / upo_in["pairs"], 4)
+        fin = stages["final"]
         out[key] = stages
-        if _matches(key.split("/", 1)[1], cfg.sources) and "upo_gain_points" in stages:
-            goal[key] = {"gain_points": stages["upo_gain_points"], "kept_fraction": stages["upo_kept_fraction"],
-                         "met": stages["upo_gain_points"] >= 10 and stages["upo_kept_fraction"] >= 0.5}
-    return {"precision": out, "upo_goal_>=10pts_at_>=50pct_kept": goal,
+        # the goal on what is trained: from UPO's input to the final pairs (after the dedupe and the source gate)
+        if _matches(key.split("/", 1)[1], cfg.sources) and upo_in["pairs"] and upo_in["precision"] is not None:
+            gain = round(100 * (fin["precision"] - upo_in["precision"]), 2) if fin["precision"] is not None else None
+            kept = round(fin["pairs"] / upo_in["pairs"], 4)
+            goal[key] = {"final_precision": fin["precision"], "from_precision": upo_in["precision"],
+                         "gain_points": gain, "kept_fraction": kept, "final_pairs": fin["pairs"],
+                         "met": gain is not None and gain >= 10 and kept >= 0.5}
+    per_source = {key: {"final_pairs": s["final"]["pairs"], "final_precision": s["final"]["precision"],
+                        "candidate_precision": s["candidates"]["precision"]} for key, s in out.items()}
+    return {"precision": out, "final_precision_by_source": per_source, "upo_goal_>=10pts_at_>=50pct_kept": goal,
             "heldout_prompts": len({p["prompt_id"] for p in held})}
 
 
@@ -327,7 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         refs={"prompt_id": prompts_table.column("prompt_id").to_pylist()}, reports_dir=args.reports,
     )
     report = selection_report(pairs, dropped, prompts, params)
-    write_metrics(args.metrics, {"accounting": account.to_dict(), "estimator": info, **report,
+    gate = info.pop("source_gate", None)
+    write_metrics(args.metrics, {"accounting": account.to_dict(), "estimator": info, "source_gate": gate, **report,
                                  "wall_s": round(time.perf_counter() - start, 1)})
     log.info("[prune] selection metrics in %s", args.metrics)
 
