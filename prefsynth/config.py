@@ -296,7 +296,11 @@ class SelectionConfig:
 class TrainConfig:
     trainer: str = _f("dpo", "dpo: the policy on preference pairs (WeightedDPOTrainer); kto: the policy on the "
                       "unpaired view; prm: a process reward model on the stepwise view; reward: a reward model "
-                      "on preference pairs. dpo and kto write the next policy; prm/reward write a scorer.")
+                      "on preference pairs; sft: supervised fine-tuning on `sft_source` (the RFT and continued-SFT "
+                      "baselines). dpo, kto and sft write the next policy; prm/reward write a scorer.")
+    sft_source: str = _f("verified_samples", "trainer sft: verified_samples (RFT: the round's samples the verifier "
+                         "found correct, from the unpaired view data/pairs/kto, one per distinct text) or gold (the "
+                         "train prompts' reference solutions: continued SFT of the policy).")
     views: list = _f(["response", "step"], "Pair views of data/pairs to train on (dpo/reward).")
     label_sources: list | None = _f(None, "Keep only pairs whose label_source starts with one of these; null: all.")
     max_pairs: int | None = _f(None, "Train on at most N pairs (a seeded subset; equal-count ablations); null: all.")

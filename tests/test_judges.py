@@ -238,4 +238,4 @@ def test_served_judge_labels_a_batch_end_to_end_through_the_label_stage(tmp_path
     assert len(unparseable) == 3 + 2 + 2 and all(x["raw_output"] is not None for x in unparseable)
     assert {x["message"].split("]")[0] for x in unparseable} == {"[pointwise", "[pairwise", "[tick"}
     assert acc["dead"] == {"judge_unparseable": 7}
-    assert m["quality"]["p_true"]["response"]["n"] == 8 and "self_preference" not in m["quality"]["p_true"]["response"]
+    assert m["quality"]["p_true"]["response"]["n"] == 8 and "self_judge_overconfidence" not in m["quality"]["p_true"]["response"]

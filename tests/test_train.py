@@ -112,16 +112,16 @@ def test_tokenize_pair_marks_eos_only_where_asked(tmp_path):
     assert ex["rejected_ids"][-1] == tok.eos_token_id
 
 
-def _write_round_inputs(root, n_train=48, n_test=24):
+def _write_round_inputs(root, n_train=48, n_test=24, n_val=8):
     """Prompts and pair views of a tiny round: canonical solutions vs planted errors."""
     from prefsynth.tasks.arith import ArithConfig
 
     cfg = ArithConfig()
-    problems = arith.generate_problems(cfg, 7, "test-train", 0, n_train + n_test)
+    problems = arith.generate_problems(cfg, 7, "test-train", 0, n_train + n_val + n_test)
     prompts, response, step = [], [], []
     for i, prob in enumerate(problems):
         rec = arith_record(prob, "test", 7, 0.0)
-        rec["split"] = "train" if i < n_train else "test"
+        rec["split"] = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
         prompts.append(rec)
         if rec["split"] != "train":
             continue
@@ -172,7 +172,18 @@ def test_train_then_evaluate_round(tmp_path, trainer, extra):
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert set(ev["policies"]) == {"policy-0", "policy-1"}
     p1 = ev["policies"]["policy-1"]
-    assert p1["n_prompts"] == 16 and 0.0 <= p1["greedy_accuracy"] <= 1.0 and "maj_at_2" in p1
+    assert p1["n_prompts"] == 16 and "maj_at_2" in p1
+    # an accuracy of 16 prompts is k/16, inside its own Wilson interval, and the paired delta is the plain one
+    hits = p1["greedy_accuracy"] * 16
+    assert hits == pytest.approx(round(hits))
+    lo, hi = p1["ci95"]["greedy_accuracy"]
+    assert lo <= p1["greedy_accuracy"] <= hi and hi - lo > 0.1  # 16 prompts: a wide interval
+    assert p1["paired_delta_vs_first"]["greedy_accuracy"]["delta"] == pytest.approx(
+        p1["delta_vs_first"]["greedy_accuracy"], abs=1e-4)
+    # validation: the same numbers on its own prompts, never the test ones
+    val = ev["validation"]
+    assert val["split"] == "validation" and val["n_prompts"] == 8
+    assert set(val["policies"]) == {"policy-0", "policy-1"} and val["policies"]["policy-1"]["n_prompts"] == 8
     assert p1["delta_vs_first"]["greedy_accuracy"] == pytest.approx(
         p1["greedy_accuracy"] - ev["policies"]["policy-0"]["greedy_accuracy"], abs=1e-4)
     lines = (tmp_path / "plots" / "accuracy.csv").read_text().splitlines()
@@ -203,3 +214,40 @@ def test_kto_trainer_writes_a_policy(tmp_path):
     stats = json.loads((tmp_path / "train.json").read_text())
     assert stats["trainer"] == "kto" and stats["examples"] == 16 and stats["train_steps"] == 2
     assert (tmp_path / "p1" / "config.json").exists()
+
+
+@pytest.mark.parametrize("source", ["verified_samples", "gold"])
+def test_sft_baselines_train_on_their_source(tmp_path, source):
+    """RFT (the round's verified-correct samples) and continued SFT on gold solutions: trainer sft."""
+    from helpers import tiny_random_policy, write_params
+    from prefsynth.backends.transformers_backend import TransformersBackend
+    from prefsynth.pipelines import train
+
+    root = tmp_path
+    (root / "prompts").mkdir()
+    problems = arith.generate_problems(arith.ArithConfig(), 7, "test-sft", 0, 10)
+    prompts = [arith_record(p, "test", 7, 0.0) for p in problems]
+    for i, rec in enumerate(prompts):
+        rec["split"] = "test" if i >= 8 else "train"
+    write_table(records_to_table(prompts, "prompts", "test"), str(root / "prompts" / "part-0.parquet"))
+    rows = []
+    for i, (rec, prob) in enumerate(zip(prompts[:6], problems)):
+        for j, (text, ok) in enumerate([(prob.solution, True), (prob.solution, True), ("A: 0\n", False)]):
+            rows.append({"example_id": f"k{i}{j}", "prompt_id": rec["prompt_id"], "prompt": rec["prompt"],
+                         "completion": text, "label": ok, "source_id": None, "label_source": "verifier"})
+    (root / "pairs" / "kto").mkdir(parents=True)
+    write_table(records_to_table(rows, "kto", "test"), str(root / "pairs" / "kto" / "part-0.parquet"))
+    params = write_params(tmp_path / "params.json", {"train": {"trainer": "sft", "sft_source": source,
+                                                                "max_steps": 4, "batch_size": 4,
+                                                                "learning_rate": 3e-3}})
+    policy0 = tiny_random_policy(tmp_path / "p0")
+    train.main(["--params", params, "--prompts", str(root / "prompts"), "--pairs", str(root / "pairs"),
+                "--policy", policy0, "--out", str(tmp_path / "p1"), "--metrics", str(tmp_path / "train.json")])
+    stats = json.loads((tmp_path / "train.json").read_text())
+    # RFT: one example per distinct verified-correct text (6 prompts); gold: the 8 train prompts' solutions
+    assert stats["trainer"] == "sft" and stats["sft_source"] == source and stats["train_steps"] == 4
+    assert stats["examples"] == (6 if source == "verified_samples" else 8)
+    # it learned the solutions it was shown: their log-prob went up
+    rec, prob = prompts[0], problems[0]
+    b0, b1 = TransformersBackend(policy0, device="cpu"), TransformersBackend(str(tmp_path / "p1"), device="cpu")
+    assert b1.score([rec["prompt"]], [prob.solution])[0] > b0.score([rec["prompt"]], [prob.solution])[0]

@@ -9,7 +9,8 @@ LLM judges (transforms/judges.py: P(True), pointwise Likert, pairwise A/B in bot
 run through the backend protocol with the policy itself or another model as judge. The
 `quality` section of the metrics scores every labeler against the verifier where ground truth
 exists (accuracy, ECE, Brier, AUROC, mean confidence), with the pairwise position-inconsistency
-rate and, for a self-judge, self-preference; plots/reliability/ holds the reliability diagrams.
+rate and, for a self-judge, its over-confidence on its own outputs (mean score - true rate; a real
+self-preference measure needs a second judge); plots/reliability/ holds the reliability diagrams.
 
 Accounting has two units in one ledger: every response (in; out when it has a verifier or MC
 label; dropped when there is nothing to verify against), plus every judge work item (in; out
@@ -252,8 +253,9 @@ def quality_metrics(labels: list[dict], self_judge: bool) -> tuple[dict, list[di
     for (labeler, kind), (probs, truths, confs) in sorted(groups.items()):
         q = calibration.quality(probs, truths, confs)
         if self_judge and kind == "response" and labeler in set(JUDGE_LABELERS.values()):
-            # DBG-style self-preference: how much better the judge finds the policy's own outputs than they are
-            q["self_preference"] = q["mean_score"] - q["true_rate"]
+            # over-confidence of a self-judge: how much better it scores its own outputs than they are (mean
+            # score - true rate). Not self-preference: that needs the judge to score another model's outputs too
+            q["self_judge_overconfidence"] = q["mean_score"] - q["true_rate"]
         out[labeler][kind] = q
         plot_rows += calibration.bins_as_rows(labeler, kind, calibration.reliability_bins(probs, truths))
     for labeler, rows in sorted(pair_rows.items()):

@@ -6,7 +6,10 @@
   kto     KTOTrainer on the unpaired view (data/pairs/kto)
   prm     trl.experimental.prm.PRMTrainer on the stepwise view (data/pairs/prm): a step scorer
   reward  RewardTrainer on the pair views: a sequence scorer (the UPO estimator's trainer)
-dpo and kto write the next policy as a normal HF model directory (LoRA adapters are merged), so
+  sft     SFTTrainer on `train.sft_source`: verified_samples (RFT: the round's verified-correct
+          samples) or gold (continued SFT on the train prompts' reference solutions); the baselines
+          that say what the preference data adds
+dpo, kto and sft write the next policy as a normal HF model directory (LoRA adapters are merged), so
 every backend loads it; prm and reward write the scorer to the same place.
 """
 
@@ -28,7 +31,8 @@ from prefsynth.schemas.io import read_records
 from prefsynth.tasks import get_task
 
 log = logging.getLogger("prefsynth")
-TRAINERS = ("dpo", "kto", "prm", "reward")
+TRAINERS = ("dpo", "kto", "prm", "reward", "sft")
+SFT_SOURCES = ("verified_samples", "gold")
 
 
 def select_pairs(rows: list[dict], cfg: TrainConfig, seed: int) -> list[dict]:
@@ -65,6 +69,22 @@ def preference_rows(rows: list[dict], tasks: dict[str, str], use_weights: bool) 
     return out
 
 
+def sft_rows(cfg: TrainConfig, pairs_dir: str, prompts: list[dict]) -> list[dict]:
+    """{prompt, completion} examples of the SFT baselines, sorted by (prompt, completion)."""
+    if cfg.sft_source not in SFT_SOURCES:
+        raise ValueError(f"params.yaml: train.sft_source must be one of {SFT_SOURCES}, got {cfg.sft_source!r}")
+    if cfg.sft_source == "gold":
+        rows = {(p["prompt"], p["reference_solution"]) for p in prompts
+                if p["split"] == "train" and p.get("reference_solution")}
+    else:
+        path = Path(pairs_dir) / "kto"
+        if not path.exists():
+            raise FileNotFoundError(f"train: sft_source verified_samples needs the unpaired view at {path}")
+        rows = {(r["prompt"], r["completion"]) for r in read_records(str(path))
+                if r["label"] and (r.get("label_source") or "verifier").startswith("verifier")}
+    return [{"prompt": p, "completion": c} for p, c in sorted(rows)]
+
+
 def _common_args(cfg: TrainConfig, out_dir: str, seed: int) -> dict:
     import torch
 
@@ -97,7 +117,8 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
     torch.set_num_threads(cfg.torch_threads)
     set_seed(params.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    tasks = {r["prompt_id"]: r["task"] for r in read_records(prompts_dir)}
+    prompt_records = read_records(prompts_dir)
+    tasks = {r["prompt_id"]: r["task"] for r in prompt_records}
     stats: dict = {"trainer": cfg.trainer, "base_model": base_model}
     with tempfile.TemporaryDirectory() as tmp:
         common = _common_args(cfg, tmp, params.seed)
@@ -127,6 +148,19 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
             trainer = WeightedDPOTrainer(model=model, ref_model=None if peft else copy.deepcopy(model), args=args,
                                          train_dataset=data, processing_class=tokenizer, peft_config=peft,
                                          nll_weight=cfg.nll_weight)
+        elif cfg.trainer == "sft":
+            from trl import SFTConfig, SFTTrainer
+
+            examples = sft_rows(cfg, pairs_dir, prompt_records)
+            if not examples:
+                raise ValueError(f"train: no {cfg.sft_source} examples for trainer sft")
+            stats.update(sft_source=cfg.sft_source, examples=len(examples))
+            data = datasets.Dataset.from_list(examples)
+            model = AutoModelForCausalLM.from_pretrained(base_model)
+            args = SFTConfig(**common, max_length=cfg.max_length, packing=False, completion_only_loss=True,
+                             activation_checkpointing=False)
+            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                 peft_config=_peft_config(cfg))
         elif cfg.trainer == "kto":
             from trl import KTOConfig, KTOTrainer
 
