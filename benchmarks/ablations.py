@@ -1,78 +1,212 @@
-"""Ablations of round 1 as DVC experiments; prints held-out accuracy per variant.
+"""Ablations and baselines of round 1 over several seeds; prints mean ± 95% interval per variant.
 
-Each variant is `dvc exp run -S <overrides>` on the embedded default: DVC reruns only the stages
-whose params changed (train@1 and evaluate@1, or prune@1 onwards for the UPO switch) and keeps
-each experiment's metrics, so `dvc exp show` has the same table afterwards.
+Each (variant, seed) is the project's own `dvc repro` with params.yaml overridden (the file is put
+back afterwards): DVC reruns only what the overrides touch (train@1 and evaluate@1 for most
+variants, prune@1 onwards for the UPO switch) and its run cache brings back runs already made.
+The seed varies what is cheap to vary without moving the prompts: the training seed
+(`train.seed`) and the evaluation-sampling seed (`evaluate.seed`); the global `seed` would also
+move the splits.
 
-    python benchmarks/ablations.py                 # every variant
-    python benchmarks/ablations.py --only step response
+Variants compare on the **validation** split (where defaults are chosen); the test split is
+printed once beside them. Every variant and baseline trains on the same round's data and prompts;
+the baselines (RFT, continued SFT on gold solutions) get the default's number of optimizer steps.
+Significance: a variant's per-seed difference from `default` (paired by seed, same prompts), its
+95% t-interval excluding 0.
+
+    python benchmarks/ablations.py --seeds 3                          # every variant and baseline
+    python benchmarks/ablations.py --seeds 3 --variants default rft   # some of them
+    python benchmarks/ablations.py --project /tmp/small --seeds 2     # another project dir
 
 Run from the repository root after a `dvc repro` (the shared stages come from the cache).
-Step-level vs response-level pairs are compared at an equal pair count (`train.max_pairs`).
+Results also go to benchmarks/out/ablations.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import yaml
+
 EQUAL_PAIRS = 2000  # pair count for the step-vs-response comparison (both views have more)
+SAME_STEPS = "<default steps>"  # replaced by the default's optimizer steps (equal compute)
 
 VARIANTS = {
     "default": [],
+    # baselines: what the preference data adds
+    "plain_dpo": ["train.nll_weight=0"],
+    "rft": ["train.trainer=sft", "train.sft_source=verified_samples", f"train.max_steps={SAME_STEPS}"],
+    "sft_gold": ["train.trainer=sft", "train.sft_source=gold", f"train.max_steps={SAME_STEPS}"],
+    # ablations
     "response": ["train.views=[response]", f"train.max_pairs={EQUAL_PAIRS}"],
     "step": ["train.views=[step]", f"train.max_pairs={EQUAL_PAIRS}"],
     "no_upo": ["selection.upo.enabled=false"],
     "ipo": ["train.loss_type=[ipo]"],
-    "rpo": ["train.loss_type=[sigmoid,sft]"],
     "verifier_only": ["train.label_sources=[verifier]"],
 }
+METRIC = "greedy_accuracy"
 
 
-def dvc(*args: str) -> str:
+def t_quantile(df: int) -> float:
+    """Two-sided 95% Student t quantile (df >= 1)."""
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+             10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+    if df in table:
+        return table[df]
+    return next((table[k] for k in sorted(table) if k >= df), 1.96)
+
+
+def mean_ci(values: list[float]) -> dict:
+    """Mean and 95% t-interval over seeds (n = 1: no interval)."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    half = t_quantile(n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else None
+    return {"mean": round(mean, 4), "ci95": None if half is None else [round(mean - half, 4), round(mean + half, 4)],
+            "n_seeds": n, "values": [round(v, 4) for v in values]}
+
+
+def significant(ci) -> bool:
+    return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+
+def parse_override(o: str):
+    key, _, raw = o.partition("=")
+    return key, yaml.safe_load(raw)
+
+
+def apply_overrides(params: dict, overrides: list[str]) -> dict:
+    out = json.loads(json.dumps(params))
+    for o in overrides:
+        key, value = parse_override(o)
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def dvc(project: Path, *args: str) -> str:
     exe = Path(sys.executable).parent / "dvc"
-    proc = subprocess.run([str(exe), *args], capture_output=True, text=True)
+    proc = subprocess.run([str(exe), *args], cwd=project, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return proc.stdout
 
 
-def run_variant(name: str, overrides: list[str]) -> dict:
+def run_one(project: Path, overrides: list[str], seed: int) -> dict:
+    """One (variant, seed): dvc repro with the overrides; its round-1 numbers."""
+    path = project / "params.yaml"
+    original = path.read_text()
     t0 = time.perf_counter()
-    args = ["exp", "run", "--name", f"ablation-{name}-{int(time.time())}"]
-    for o in overrides:
-        args += ["-S", o]
-    params = Path("params.yaml").read_text()
     try:
-        dvc(*args)
-    finally:  # `exp run -S` edits params.yaml in the workspace; each variant starts from the original
-        Path("params.yaml").write_text(params)
-    ev = json.loads(Path("metrics/round-1/evaluate.json").read_text())["policies"]
-    train = json.loads(Path("metrics/round-1/train.json").read_text())
-    p0, p1 = ev["policy-0"], ev["policy-1"]
-    return {"variant": name, "pairs": train.get("pairs"), "greedy_0": p0["greedy_accuracy"],
-            "greedy_1": p1["greedy_accuracy"], "delta_greedy": p1["greedy_accuracy"] - p0["greedy_accuracy"],
-            "maj_1": next((v for k, v in p1.items() if k.startswith("maj_at_")), None),
-            "per_step_1": p1["per_step_accuracy"], "seconds": round(time.perf_counter() - t0)}
+        params = apply_overrides(yaml.safe_load(original), [*overrides, f"train.seed={seed}",
+                                                            f"evaluate.seed={seed}"])
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        dvc(project, "repro", "evaluate@1")
+        ev = json.loads((project / "metrics/round-1/evaluate.json").read_text())
+        train = json.loads((project / "metrics/round-1/train.json").read_text())
+    finally:  # each run starts from the user's params.yaml
+        path.write_text(original)
+    row = {"seed": seed, "pairs": train.get("pairs") or train.get("examples"), "steps": train.get("train_steps"),
+           "seconds": round(time.perf_counter() - t0, 1)}
+    for split, block in (("validation", ev.get("validation", {}).get("policies") or {}), ("test", ev["policies"])):
+        if "policy-1" in block:
+            p1 = block["policy-1"]
+            row[split] = {"policy_0": block["policy-0"][METRIC], "policy_1": p1[METRIC],
+                          "delta": p1["paired_delta_vs_first"][METRIC]["delta"]}
+    return row
 
 
-def main() -> None:
+def summarise(runs: dict[str, list[dict]]) -> dict:
+    """Per variant and split: mean ± 95% interval over seeds of accuracy and delta vs policy-0, and the
+    per-seed difference from `default` (paired by seed) with its interval and significance."""
+    out = {}
+    base = {r["seed"]: r for r in runs.get("default", [])}
+    for name, rows in runs.items():
+        res = {"pairs": rows[0]["pairs"], "steps": rows[0]["steps"],
+               "seconds": round(sum(r["seconds"] for r in rows), 1)}
+        for split in ("validation", "test"):
+            got = [r for r in rows if split in r]
+            if not got:
+                continue
+            block = {"policy_1": mean_ci([r[split]["policy_1"] for r in got]),
+                     "delta_vs_policy_0": mean_ci([r[split]["delta"] for r in got])}
+            block["delta_vs_policy_0"]["significant"] = significant(block["delta_vs_policy_0"]["ci95"])
+            paired = [r[split]["policy_1"] - base[r["seed"]][split]["policy_1"] for r in got
+                      if r["seed"] in base and split in base[r["seed"]]]
+            if name != "default" and paired:
+                block["vs_default"] = mean_ci(paired)
+                block["vs_default"]["significant"] = significant(block["vs_default"]["ci95"])
+            res[split] = block
+        out[name] = res
+    return out
+
+
+def _fmt(x: dict | None, points: bool = False) -> str:
+    if not x:
+        return "-"
+    k = 100 if points else 1
+    m = f"{k * x['mean']:+.1f}" if points else f"{x['mean']:.3f}"
+    if x["ci95"] is None:
+        return m
+    half = k * (x["ci95"][1] - x["ci95"][0]) / 2
+    return f"{m} ± {half:.1f}" if points else f"{m} ± {half:.3f}"
+
+
+def table(summary: dict, split: str) -> str:
+    lines = [f"{split} split ({METRIC}; mean ± 95% interval over seeds; Δ in points; * = interval excludes 0)",
+             f"{'variant':<14}{'pairs':>7}{'steps':>7}{'policy-1':>18}{'Δ vs policy-0':>18}{'Δ vs default':>18}"]
+    for name, res in summary.items():
+        b = res.get(split)
+        if not b:
+            continue
+        d0, dd = b["delta_vs_policy_0"], b.get("vs_default")
+        lines.append(f"{name:<14}{res['pairs'] or 0:>7}{res['steps'] or 0:>7}{_fmt(b['policy_1']):>18}"
+                     f"{_fmt(d0, True) + ('*' if d0['significant'] else ' '):>18}"
+                     f"{(_fmt(dd, True) + ('*' if dd['significant'] else ' ')) if dd else '-':>18}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="*", choices=sorted(VARIANTS), help="variants to run (default: all)")
-    args = ap.parse_args()
-    rows = []
-    for name in args.only or VARIANTS:
-        rows.append(run_variant(name, VARIANTS[name]))
-        print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'variant':<14}{'pairs':>7}{'greedy p0':>11}{'greedy p1':>11}{'delta':>8}{'maj@k p1':>10}"
-          f"{'per-step p1':>13}{'s':>6}")
-    for r in rows:
-        print(f"{r['variant']:<14}{r['pairs'] or 0:>7}{r['greedy_0']:>11.3f}{r['greedy_1']:>11.3f}"
-              f"{r['delta_greedy']:>+8.3f}{(r['maj_1'] or 0):>10.3f}{(r['per_step_1'] or 0):>13.3f}{r['seconds']:>6}")
+    ap.add_argument("--variants", "--only", nargs="*", choices=sorted(VARIANTS),
+                    help="variants to run (default: all; `default` is always run first for the comparisons)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per variant (>= 3 for an interval worth reading)")
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--project", default=".", help="the DVC project to run in (default: here)")
+    ap.add_argument("--out", default="benchmarks/out/ablations.json")
+    args = ap.parse_args(argv)
+    project = Path(args.project).resolve()
+    names = list(dict.fromkeys(["default", *(args.variants or VARIANTS)]))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    t0 = time.perf_counter()
+    runs: dict[str, list[dict]] = {}
+    default_steps = None
+    for name in names:
+        for seed in seeds:
+            overrides = [o.replace(SAME_STEPS, str(default_steps)) for o in VARIANTS[name]]
+            row = run_one(project, overrides, seed)
+            runs.setdefault(name, []).append(row)
+            print(json.dumps({"variant": name, **row}), flush=True)
+        if name == "default":
+            default_steps = runs["default"][0]["steps"]
+    summary = summarise(runs)
+    wall = round(time.perf_counter() - t0)
+    print()
+    for split in ("validation", "test"):
+        print(table(summary, split))
+        print()
+    print(f"wall time {wall} s for {len(names)} variants x {len(seeds)} seeds")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"seeds": seeds, "wall_s": wall, "runs": runs, "summary": summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -326,6 +326,8 @@ class TrainConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout.")
     lora_target_modules: list | None = _f(None, "Modules LoRA wraps; null: peft's default for the architecture.")
     torch_threads: int = _f(2, "CPU threads for torch (fixed so runs are reproducible).")
+    seed: int | None = _f(None, "Training seed (init of new heads, data order, subsets); null: the global seed. "
+                          "The ablation runner varies it (run-to-run spread).")
 
 
 @dataclass
@@ -338,6 +340,8 @@ class EvaluateConfig:
     k: int = _f(8, "Samples per prompt for maj@k, pass@k and sample accuracy (0: greedy only).")
     temperature: float = _f(0.8, "Sampling temperature of the k samples.")
     max_new_tokens: int = _f(64, "Longest completion, in tokens.")
+    seed: int | None = _f(None, "Seed of the k evaluation samples; null: the global seed (the ablation runner "
+                          "varies it).")
 
 
 @dataclass

@@ -151,15 +151,16 @@ def main(argv: list[str] | None = None) -> None:
                    if cfg.validation_split and cfg.validation_split != cfg.split else [])
     results: dict = {}
     val_results: dict = {}
+    eval_seed = params.seed if cfg.seed is None else cfg.seed
     for path in dict.fromkeys(args.policies):  # round 1 starts from policy-0: measure it once
         name = Path(path).name
         t0 = time.perf_counter()
         backend = make_backend(params.policy, resolve_model(path, params.policy))
-        results[name] = evaluate_policy(backend, records, cfg, params.seed)
+        results[name] = evaluate_policy(backend, records, cfg, eval_seed)
         results[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
         if val_records:
             t1 = time.perf_counter()
-            val_results[name] = evaluate_policy(backend, val_records, cfg, params.seed)
+            val_results[name] = evaluate_policy(backend, val_records, cfg, eval_seed)
             val_results[name]["eval_seconds"] = round(time.perf_counter() - t1, 1)
         del backend  # one model in memory at a time
         gc.collect()

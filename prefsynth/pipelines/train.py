@@ -115,13 +115,14 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
     if cfg.trainer not in TRAINERS:
         raise ValueError(f"params.yaml: train.trainer must be one of {TRAINERS}, got {cfg.trainer!r}")
     torch.set_num_threads(cfg.torch_threads)
-    set_seed(params.seed)
+    seed = params.seed if cfg.seed is None else cfg.seed
+    set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     prompt_records = read_records(prompts_dir)
     tasks = {r["prompt_id"]: r["task"] for r in prompt_records}
-    stats: dict = {"trainer": cfg.trainer, "base_model": base_model}
+    stats: dict = {"trainer": cfg.trainer, "base_model": base_model, "seed": seed}
     with tempfile.TemporaryDirectory() as tmp:
-        common = _common_args(cfg, tmp, params.seed)
+        common = _common_args(cfg, tmp, seed)
         if cfg.trainer in ("dpo", "reward"):
             rows = []
             for view in cfg.views:
@@ -129,7 +130,7 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
                 if not path.exists():
                     raise FileNotFoundError(f"train: pair view {view!r} not found at {path}")
                 rows += read_records(str(path))
-            rows = select_pairs(rows, cfg, params.seed)
+            rows = select_pairs(rows, cfg, seed)
             if not rows:
                 raise ValueError(f"train: no pairs left in {pairs_dir} views {cfg.views} "
                                  f"with label_sources {cfg.label_sources}")

@@ -1,0 +1,53 @@
+"""The ablation runner's statistics: mean ± 95% t-interval over seeds, paired differences, significance."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
+ablations = importlib.util.module_from_spec(spec)
+sys.modules["ablations"] = ablations
+spec.loader.exec_module(ablations)
+
+
+def test_mean_ci_matches_a_hand_computed_t_interval():
+    got = ablations.mean_ci([0.50, 0.52, 0.54])
+    # mean 0.52, sd 0.02, t(2) = 4.303: half width 4.303 * 0.02 / sqrt(3) = 0.0497
+    assert got["mean"] == 0.52 and got["ci95"] == pytest.approx([0.4703, 0.5697], abs=1e-4)
+    assert ablations.mean_ci([0.5])["ci95"] is None
+
+
+def _run(seed, p1_val, p1_test, p0=0.5):
+    return {"seed": seed, "pairs": 10, "steps": 3, "seconds": 1.0,
+            "validation": {"policy_0": p0, "policy_1": p1_val, "delta": p1_val - p0},
+            "test": {"policy_0": p0, "policy_1": p1_test, "delta": p1_test - p0}}
+
+
+def test_differences_from_default_are_paired_by_seed_and_flagged_only_when_the_interval_excludes_zero():
+    runs = {"default": [_run(1, 0.55, 0.55), _run(2, 0.60, 0.51), _run(3, 0.50, 0.53)],
+            # always 5 points above default on the same seed: a big seed spread, but a clear paired gain
+            "better": [_run(1, 0.60, 0.56), _run(2, 0.65, 0.50), _run(3, 0.55, 0.55)],
+            "same": [_run(1, 0.56, 0.55), _run(2, 0.59, 0.51), _run(3, 0.50, 0.53)]}
+    s = ablations.summarise(runs)
+    assert s["better"]["validation"]["vs_default"]["mean"] == pytest.approx(0.05)
+    assert s["better"]["validation"]["vs_default"]["significant"] is True
+    assert s["same"]["validation"]["vs_default"]["significant"] is False
+    assert s["better"]["test"]["vs_default"]["significant"] is False  # test: -0.003 on average, noisy
+    assert "vs_default" not in s["default"]["validation"]
+    # unpaired, the gain would hide in the spread: default's own interval is wider than the gain
+    lo, hi = s["default"]["validation"]["policy_1"]["ci95"]
+    assert hi - lo > 0.1
+    text = ablations.table(s, "validation")
+    assert "better" in text and "+5.0 ± 0.0*" in text
+
+
+def test_overrides_and_equal_step_baselines():
+    p = ablations.apply_overrides({"train": {"views": ["response", "step"]}},
+                                  ["train.views=[step]", "train.max_pairs=2000", "selection.upo.enabled=false"])
+    assert p == {"train": {"views": ["step"], "max_pairs": 2000}, "selection": {"upo": {"enabled": False}}}
+    for name in ("rft", "sft_gold"):  # same budget as the default: its optimizer steps
+        assert f"train.max_steps={ablations.SAME_STEPS}" in ablations.VARIANTS[name]
+    assert {"default", "rft", "sft_gold", "plain_dpo"} <= set(ablations.VARIANTS)
