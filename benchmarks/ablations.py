@@ -188,14 +188,21 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     t0 = time.perf_counter()
     runs: dict[str, list[dict]] = {}
+    failed: dict[str, list[dict]] = {}
     default_steps = None
     for name in names:
         for seed in seeds:
             overrides = [o.replace(SAME_STEPS, str(default_steps)) for o in VARIANTS[name]]
-            row = run_one(project, overrides, seed)
+            try:
+                row = run_one(project, overrides, seed)
+            except RuntimeError as err:  # e.g. RFT with no verified-correct sample: recorded, not hidden
+                last = [l for l in str(err).splitlines() if "Error" in l or "ERROR" in l]
+                failed.setdefault(name, []).append({"seed": seed, "error": (last or [str(err)])[-1][-300:]})
+                print(json.dumps({"variant": name, "seed": seed, "failed": failed[name][-1]["error"]}), flush=True)
+                continue
             runs.setdefault(name, []).append(row)
             print(json.dumps({"variant": name, **row}), flush=True)
-        if name == "default":
+        if name == "default" and runs.get("default"):
             default_steps = runs["default"][0]["steps"]
     summary = summarise(runs)
     wall = round(time.perf_counter() - t0)
@@ -203,10 +210,13 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("validation", "test"):
         print(table(summary, split))
         print()
+    for name, errs in failed.items():
+        print(f"{name}: failed on seeds {[e['seed'] for e in errs]}: {errs[0]['error']}")
     print(f"wall time {wall} s for {len(names)} variants x {len(seeds)} seeds")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seeds": seeds, "wall_s": wall, "runs": runs, "summary": summary}, indent=2))
+    out.write_text(json.dumps({"seeds": seeds, "wall_s": wall, "runs": runs, "failed": failed, "summary": summary},
+                              indent=2))
 
 
 if __name__ == "__main__":

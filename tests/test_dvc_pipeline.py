@@ -52,7 +52,9 @@ def test_dvc_repro_runs_every_stage_then_skips_them(tmp_path, repo):
     prompts_metrics = json.loads((project / "metrics/prompts.json").read_text())
     assert prompts_metrics["accounting"]["n_in"] == 400 and prompts_metrics["accounting"]["balanced"]
     boot = json.loads((project / "metrics/bootstrap.json").read_text())
-    assert boot["trained"] and 0.0 <= boot["greedy_accuracy"] <= 1.0
+    assert boot["trained"] and boot["n_greedy_prompts"] == 40
+    hits = boot["greedy_accuracy"] * boot["n_greedy_prompts"]  # a share of 40 prompts, not any float
+    assert abs(hits - round(hits)) < 1e-9
 
     gen = json.loads((project / "metrics/round-1/generate.json").read_text())
     assert gen["accounting"]["n_in"] == 30 and gen["accounting"]["balanced"] and gen["responses"] == 60
@@ -62,6 +64,15 @@ def test_dvc_repro_runs_every_stage_then_skips_them(tmp_path, repo):
     assert train["train_steps"] == 2 and train["pairs"] > 0
     ev = json.loads((project / "metrics/round-1/evaluate.json").read_text())
     assert set(ev["policies"]) == {"policy-0", "policy-1"} and ev["policies"]["policy-1"]["n_prompts"] == 10
+    # validation and test, each accuracy with its interval and each delta paired on the same prompts
+    assert ev["validation"]["n_prompts"] == 10 and set(ev["validation"]["policies"]) == {"policy-0", "policy-1"}
+    for block in (ev["policies"], ev["validation"]["policies"]):
+        p1 = block["policy-1"]
+        lo, hi = p1["ci95"]["greedy_accuracy"]
+        assert lo <= p1["greedy_accuracy"] <= hi
+        assert p1["paired_delta_vs_first"]["greedy_accuracy"]["n"] == 10
+    sel = json.loads((project / "metrics/round-1/selection.json").read_text())
+    assert "final_precision_by_source" in sel and "source_gate" in sel
     assert (project / "card/README.md").exists()
 
     second = _dvc(project, "repro")
