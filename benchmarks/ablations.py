@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 row = run_one(project, overrides, seed)
             except RuntimeError as err:  # e.g. RFT with no verified-correct sample: recorded, not hidden
-                last = [l for l in str(err).splitlines() if "Error" in l or "ERROR" in l]
+                lines = str(err).splitlines()  # the stage's own error (e.g. ValueError: ...) before DVC's line
+                last = [l for l in lines if "Error:" in l and not l.startswith("ERROR")] or \
+                    [l for l in lines if "ERROR" in l]
                 failed.setdefault(name, []).append({"seed": seed, "error": (last or [str(err)])[-1][-300:]})
                 print(json.dumps({"variant": name, "seed": seed, "failed": failed[name][-1]["error"]}), flush=True)
                 continue
