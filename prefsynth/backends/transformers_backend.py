@@ -57,6 +57,23 @@ def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int, dtype: torch.d
     return _gumbel_from_bits(_noise_bits(_row_keys(seeds), step, vocab_size), dtype)
 
 
+def resolve_dtype(name: str | None, device: str) -> torch.dtype | None:
+    """`policy.dtype` as a torch dtype: None keeps the model's own; "auto" is bfloat16 on a CUDA
+    device that supports it and the model's own elsewhere (a CPU keeps float32: bf16 matmuls are
+    slow there without AMX, and the CPU bytes stay those of the saved weights)."""
+    if not name:
+        return None
+    if name == "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"policy.dtype: {name!r} is not a torch dtype (e.g. bfloat16, float16, float32, auto)")
+    return dtype
+
+
 def sample_seed(request_seed: int, index: int) -> int:
     return seed_for(request_seed, str(index), "sample") >> 1
 
@@ -78,7 +95,7 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = getattr(torch, torch_dtype) if torch_dtype else None
+        dtype = resolve_dtype(torch_dtype, self.device)
         self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         self.model.to(self.device).eval()
         self.max_positions = getattr(self.model.config, "n_positions", None) or getattr(
