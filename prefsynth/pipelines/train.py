@@ -92,6 +92,7 @@ def _common_args(cfg: TrainConfig, out_dir: str, seed: int) -> dict:
                 max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, warmup_steps=cfg.warmup_steps,
                 lr_scheduler_type="cosine", use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
                 report_to=[], save_strategy="no", logging_steps=10, disable_tqdm=True, seed=seed, data_seed=seed,
+                gradient_checkpointing=cfg.gradient_checkpointing,
                 dataloader_num_workers=0)
 
 
