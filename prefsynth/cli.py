@@ -20,10 +20,64 @@ STAGES = {
     "train": "prefsynth.pipelines.train",
     "evaluate": "prefsynth.pipelines.evaluate",
     "card": "prefsynth.pipelines.card",
+    "report": "prefsynth.report",
     "serve": "prefsynth.backends.server",
     "real-model": "prefsynth.real_model",
     "profile": "prefsynth.profile",
 }
+
+
+# log lines a user can do nothing about: (logger name prefix, message prefix, below this level)
+QUIET = (
+    # Beam's GCP clients import apitools lazily; every stage logs this on the root logger
+    ("root", "apitools not found", logging.ERROR),
+    # Great Expectations' ephemeral context (one per validated dataset); that logger forces level INFO
+    ("great_expectations", "", logging.WARNING),
+)
+
+
+class QuietFilter(logging.Filter):
+    """Drops the QUIET records (any logger under the name prefix, message starting with the text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, text, below in QUIET:
+            if record.levelno >= below:
+                continue
+            if (record.name == name or record.name.startswith(name + ".")) and (
+                    not text or record.getMessage().startswith(text)):
+                return False
+        return True
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """One handler on stderr (progress lines stay at the bottom of a terminal), the noisy filtered."""
+    import warnings
+
+    root = logging.getLogger()
+    quiet = QuietFilter()
+    root.addFilter(quiet)  # records logged on the root logger itself (Beam's import-time warning)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    plain = logging.StreamHandler(sys.stderr)  # until the stage module (which imports Beam) is loaded
+    for handler in [plain]:
+        handler.setFormatter(fmt)
+        handler.addFilter(quiet)
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(plain)
+    root.setLevel(level)
+    for noisy in ("apache_beam", "urllib3", "httpx", "httpx2", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from prefsynth.pipelines.stage import ProgressLogHandler
+
+    handler = ProgressLogHandler(sys.stderr)
+    handler.setFormatter(fmt)
+    handler.addFilter(quiet)
+    root.removeHandler(plain)
+    root.addHandler(handler)
+    # deprecation notices from the pinned stack's internals, not from anything in params.yaml
+    for module in ("apache_beam", "great_expectations", "trl", "transformers", "datasets", "torch", "google"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,9 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"prefsynth: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the network
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("apache_beam", "urllib3", "httpx", "httpx2", "great_expectations"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     from prefsynth.pipelines.stage import AccountingError, StageGuardError, end_process
 
     try:

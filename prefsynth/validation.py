@@ -57,6 +57,9 @@ def validate_table(table: pa.Table, dataset: str, stage: str, refs: dict | None 
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # this module sets its own logger to INFO at import and logs `Created temporary directory ... for
+    # ephemeral docs site` for every context: nothing a user can act on
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     df = validation_frame(dataset, table)
     ctx = gx.get_context(mode="ephemeral")
     try:  # no progress bars in stage logs
