@@ -113,10 +113,10 @@ def check_score(b, ref):
         raise AssertionError("an empty continuation must be a ValueError")
 
 
-def _text_of_tokens(tok, n: int) -> str:
-    """A text that tokenizes to exactly n tokens (" ab" repeated: one token each in BPE vocabularies)."""
+def _text_of_tokens(tok, n: int, unit: str = " ab") -> str:
+    """A text that tokenizes to exactly n tokens (`unit` repeated: one token each in BPE vocabularies)."""
     for k in range(max(1, n // 3), 2 * n + 2):
-        text = "x" + " ab" * k
+        text = "x" + unit * k
         m = len(tok(text, add_special_tokens=False)["input_ids"])
         if m == n:
             return text
@@ -141,7 +141,17 @@ def check_context_overflow(b, ref):
     assert all(c.n_tokens > 0 for c in out[1])
 
 
-CHECKS = [check_shape_logprobs_finish, check_seeds_fix_samples_whatever_the_batch, check_greedy, check_stop_strings,
+def check_a_large_seeded_batch(b, ref):
+    """Many seeded prompts of ~100 tokens at n=4 in one call: more prompt tokens than one engine step
+    takes (vLLM's max_num_batched_tokens, 4096), so an engine that splits prefills must cope."""
+    words = [" cat", " dog", " sun", " red", " big", " old", " sea", " car", " hat", " pen", " cup"]
+    # distinct texts: shared prefixes would be served from the prefix cache, not prefilled
+    prompts = [_text_of_tokens(b.tokenizer, 100 + i, w) for i, w in enumerate(words)]
+    out = b.generate(prompts, SamplingParams(n=4, temperature=1.0, max_new_tokens=2), seeds=list(range(11)))
+    assert len(out) == 11 and all(len(g) == 4 and all(c.n_tokens <= 2 for c in g) for g in out)
+
+
+CHECKS = [check_shape_logprobs_finish, check_a_large_seeded_batch, check_seeds_fix_samples_whatever_the_batch, check_greedy, check_stop_strings,
           check_logprobs_are_raw_model_logprobs, check_score, check_context_overflow]
 
 

