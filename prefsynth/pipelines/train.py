@@ -26,7 +26,7 @@ from pathlib import Path
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, TrainConfig, load_params
 from prefsynth.ids import seed_for
-from prefsynth.pipelines.stage import write_metrics
+from prefsynth.pipelines.stage import attach_trainer_progress, write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import get_task
 
@@ -197,6 +197,7 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
             args = RewardConfig(**common, max_length=cfg.max_length)
             trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                     peft_config=_peft_config(cfg, "SEQ_CLS"))
+        attach_trainer_progress(trainer, "train")  # a progress line + a summary, not the raw log dicts
         t0 = time.perf_counter()
         result = trainer.train()
         stats["train_seconds"] = round(time.perf_counter() - t0, 1)
@@ -242,4 +243,5 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True)
     stats = train_policy(params, args.pairs, base, str(out), args.prompts)
     write_metrics(args.metrics, stats)
-    log.info("[train] %s", stats)
+    log.info("[train] %s: %s steps, final loss %s, %ss; %s written, details in %s", stats["trainer"],
+             stats.get("train_steps"), stats.get("train_loss"), stats.get("train_seconds"), out, args.metrics)
