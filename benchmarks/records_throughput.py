@@ -42,7 +42,12 @@ def make_input(path: Path, n: int) -> None:
                                 "answer": f"She has more.\n#### {j}"}) + "\n")
 
 
-def plain(path: Path, out: Path, seed: int = 0, test_fraction: float = 0.2, shards: int = 2) -> int:
+# the splits both the stage and the plain versions assign (prompts.test_fraction / validation_fraction)
+TEST_FRACTION, VALIDATION_FRACTION = 0.2, 0.1
+
+
+def plain(path: Path, out: Path, seed: int = 0, test_fraction: float = TEST_FRACTION,
+          validation_fraction: float = VALIDATION_FRACTION, shards: int = 2) -> int:
     """The same transform without Beam: one process, Python + pyarrow."""
     rows, dead, seen = [], 0, set()
     with open(path, "rb") as f:
@@ -60,7 +65,9 @@ def plain(path: Path, out: Path, seed: int = 0, test_fraction: float = 0.2, shar
                 continue
             seen.add(pid)
             h = int.from_bytes(hashlib.sha256(f"{seed}\x00{pid}\x00split".encode()).digest()[:8], "little") >> 1
-            rows.append({"prompt_id": pid, "split": "test" if h / 2**63 < test_fraction else "train",
+            u = h / 2**63
+            split = "test" if u < test_fraction else "validation" if u < test_fraction + validation_fraction else "train"
+            rows.append({"prompt_id": pid, "split": split,
                          "question": q, "reference_answer": ans, "source": f"in.jsonl:{lineno}"})
     table = pa.Table.from_pylist(rows).sort_by("prompt_id")
     out.mkdir(parents=True, exist_ok=True)
@@ -75,10 +82,15 @@ def plain_same_core(path: Path, out: Path, seed: int = 0, shards: int = 2) -> tu
     keep-first de-duplication, then the same sharded, sorted, schema'd Parquet files, so its bytes
     must equal the stage's. Beam's overhead is the difference to this."""
     from prefsynth.config import PromptsConfig
+    from prefsynth.prompting import PromptingConfig, PromptRenderer
     from prefsynth.schemas.io import records_to_table, shard_name, shard_of, write_table
+    from prefsynth.tasks import get_task
     from prefsynth.transforms.prompts import PromptError, file_record, parse_json_line
 
-    cfg = PromptsConfig(source="jsonl", path=str(path), task="gsm8k", num_shards=shards)
+    cfg = PromptsConfig(source="jsonl", path=str(path), task="gsm8k", num_shards=shards,
+                        test_fraction=TEST_FRACTION, validation_fraction=VALIDATION_FRACTION)
+    renderer = PromptRenderer(PromptingConfig(), None)  # the stage's default: plain text, no tokenizer
+    task = get_task(cfg.task)
     kept, dead = {}, 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -88,6 +100,7 @@ def plain_same_core(path: Path, out: Path, seed: int = 0, shards: int = 2) -> tu
             except PromptError:
                 dead += 1
                 continue
+            rec["prompt"], rec["messages"] = renderer.render(task, rec["question"])
             if rec["prompt_id"] in kept:
                 dead += 1
                 continue
@@ -121,7 +134,9 @@ def main() -> None:
     for workers in (1, 2):
         params = work / f"p{workers}.json"
         params.write_text(json.dumps({"seed": 0, "beam": {"direct_num_workers": workers},
-                                      "prompts": {"source": "jsonl", "path": str(src), "task": "gsm8k"}}))
+                                      "prompts": {"source": "jsonl", "path": str(src), "task": "gsm8k",
+                                                  "test_fraction": TEST_FRACTION,
+                                                  "validation_fraction": VALIDATION_FRACTION}}))
         out = work / f"beam{workers}"
         t0 = time.perf_counter()
         try:
