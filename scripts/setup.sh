@@ -9,6 +9,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# PREFSYNTH_WITH_BROWSER=1 (CI): Debian's chromium for the report test, when missing (root + apt-get only)
+if [ "${PREFSYNTH_WITH_BROWSER:-}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "[setup] chromium not found: install it (e.g. apt-get install chromium) for tests/test_report.py" >&2
+  fi
+fi
 stamp=.venv/.prefsynth-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
