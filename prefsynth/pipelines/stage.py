@@ -292,6 +292,12 @@ def active_progress() -> list[Progress]:
     return list(_LIVE)
 
 
+def close_progress(log_final: bool = True) -> None:
+    """End every progress line of this process (the stage runner calls it when the pipeline is done)."""
+    for p in active_progress():
+        p.close(log_final=log_final)
+
+
 class ProgressLogHandler(logging.StreamHandler):
     """A stream handler that keeps an in-place progress line at the bottom of a terminal: a log
     record clears the line, prints, and the line is drawn again below it."""
@@ -548,7 +554,9 @@ def run_stage(
         try:
             result = pipeline.run()
             result.wait_until_finish()
+            close_progress()  # each progress line of the stage ends with its final counts
         except Exception as err:
+            close_progress(log_final=False)
             # Beam names the transform ("while running 'Generate/RunInference'"); our DoFns put the
             # shard, batch or record in the error itself. One line here, the traceback follows.
             log.error("[%s] failed: %s", stage, _one_line(err))
