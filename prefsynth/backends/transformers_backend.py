@@ -141,6 +141,14 @@ class TransformersBackend:
                 attn[r, width - len(s):] = 1
         return ids.to(self.device), attn.to(self.device)
 
+    def _takes_logits_to_keep(self) -> bool:
+        import inspect
+
+        try:
+            return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):
+            return False
+
     @torch.no_grad()
     def _generate_batch(self, prompt_ids: list[list[int]], width: int, sp: SamplingParams, seeds: list[int],
                         top_logprobs: int = 0) -> list[list[Completion]]:
@@ -154,7 +162,11 @@ class TransformersBackend:
         input_ids, attn = self._left_pad(prompt_ids, width)
         dev = input_ids.device
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        # off the CPU only the last position's logits are computed ([rows, width, vocab] would be
+        # GBs at batch 256 with a 150k vocabulary); the CPU keeps the full lm_head call, whose
+        # last-position bits are those every earlier run produced
+        keep = {"logits_to_keep": 1} if dev.type != "cpu" and self._takes_logits_to_keep() else {}
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, **keep)
         past, logits = out.past_key_values, out.logits[:, -1, :]
         if n > 1:  # one prefill per prompt, shared by its n samples
             past.batch_repeat_interleave(n)
