@@ -67,6 +67,11 @@ def test_smollm2_gsm8k_chain_end_to_end(tmp_path, repo, smollm2, gsm8k_dir):
     for stage in ("prompts", "bootstrap", "critic", "generate@1", "mcts@1", "label@1", "critiques@1", "pairs@1",
                   "prune@1", "train@1", "evaluate@1", "card"):
         assert f"Running stage '{stage}'" in out, stage
+    check_chain(project, smollm2)
+
+
+def check_chain(project: Path, smollm2: str) -> None:
+    """What the run must show (a function of the project folder, so a kept run can be re-checked)."""
     m = lambda name: json.loads((project / "metrics" / name).read_text())  # noqa: E731
 
     # prompts rendered once, with the real chat template; references parsed from '#### n'
@@ -97,14 +102,16 @@ def test_smollm2_gsm8k_chain_end_to_end(tmp_path, repo, smollm2, gsm8k_dir):
     pair_rows = by_labeler["judge_pairwise"]
     p_a = [r["score"] for r in pair_rows]
     assert all(0.0 < p < 1.0 for p in p_a) and len({round(p, 6) for p in p_a}) > 1, p_a
-    lab = m("round-1/labels.json")
-    assert "position_inconsistent_rate" in json.dumps(lab) or "inconsistent" in json.dumps(lab)
+    pair_quality = m("round-1/labels.json")["quality"]["judge_pairwise"]["pair"]
+    assert pair_quality["n_judged"] == len(pair_rows) and 0.0 <= pair_quality["position_inconsistency_rate"] <= 1.0
+    assert all(r["rationale"].startswith("a first -> ") for r in pair_rows)  # both orders were judged
     assert len({round(r["score"], 6) for r in by_labeler["p_true"]}) > 1
     assert {r["label"] for r in by_labeler["judge_pointwise"]} <= {"1", "2", "3", "4", "5"}
 
     # critiques by SmolLM2 are parsed (rows) or dead letters with the raw text, never lost
     crit = m("round-1/critiques.json")
-    assert crit["accounting"]["n_in"] == 4 and crit["critic_model"] == smollm2
+    assert crit["critic_model"] == smollm2 and crit["accounting"]["n_in"] == 16  # one unit per response
+    assert crit["critiques_by_critic"].get("model", 0) + crit["accounting"]["n_dead"] == 4  # model_max_responses
 
     # pairs: loadable by datasets, conversational views accepted by TRL with the real template
     import datasets
