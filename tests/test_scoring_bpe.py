@@ -122,7 +122,7 @@ def test_vllm_score_sends_the_located_tokens_and_sums_their_prompt_logprobs(bpe,
 
     class LLM:
         def generate(self, requests, params, use_tqdm=False):
-            assert params.kw == {"max_tokens": 1, "prompt_logprobs": 0}
+            assert params.kw["max_tokens"] == 1 and params.kw["prompt_logprobs"] == 0
             outs = []
             for req in requests:
                 ids = req["prompt_token_ids"]
@@ -135,10 +135,11 @@ def test_vllm_score_sends_the_located_tokens_and_sums_their_prompt_logprobs(bpe,
             return outs
 
     v = VLLMBackend.__new__(VLLMBackend)
-    v.llm, v.tokenizer = LLM(), bpe.tokenizer
+    v.llm, v.tokenizer, v.max_positions = LLM(), bpe.tokenizer, 2048
     prompts, conts = [PAIRWISE, PAIRWISE, YES_NO], ["A", "B", " yes"]
     got = v.score(prompts, conts)
-    assert seen == [ids for ids, _ in scored_spans(bpe.tokenizer, prompts, conts, add_special_tokens=True)]
+    # tokenized as the transformers backend does (no special tokens added), sent as exactly those ids
+    assert seen == [ids for ids, _ in scored_spans(bpe.tokenizer, prompts, conts, add_special_tokens=False)]
     assert got == pytest.approx(bpe.score(prompts, conts), abs=1e-4)
     with pytest.raises(ValueError, match="no tokens"):
         v.score([PAIRWISE], [""])

@@ -52,7 +52,8 @@ def ends_solution(text: str, level: str, task_name: str | None) -> bool:
     if level != "step":
         return True
     task = get_task(task_name) if task_name else None
-    return bool(task and task.is_final_step(text))
+    # a step-level completion may hold several steps (the rest of a solution): any final one ends it
+    return bool(task and any(task.is_final_step(line) for line in task.split_steps(text)))
 
 
 def preference_rows(rows: list[dict], tasks: dict[str, str], use_weights: bool) -> list[dict]:
