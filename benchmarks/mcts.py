@@ -28,7 +28,7 @@ from prefsynth.transforms.mcts_beam import policy_p_true, task_hooks  # noqa: E4
 def run(backend, problems, per_batch: int, cfg: MCTSConfig) -> tuple[float, int, int]:
     calls = {"n": 0}
 
-    def on_call(kind, n):
+    def on_call(kind, n, n_tokens=0):
         calls["n"] += 1
 
     nodes = 0

@@ -96,3 +96,39 @@ def test_release_closes_engines_and_a_later_request_builds_afresh():
     assert factory.release_backends() == 1 and closed == [first]
     second = factory.shared_backend(cfg, "m", factory=lambda c, m: Engine())
     assert second is not first and factory.constructions[("vllm", "m")] == 2
+
+
+def test_the_label_stage_loads_the_policy_once_for_mc_rollouts_and_judges(tmp_path, policy_dir, caplog):
+    """A real label stage (Beam, in-process) whose MC rollouts and P(True) judge both use the policy:
+    two RunInference handlers, one engine built in the worker process, freed when the stage ends.
+    Each model stage ends its progress line with its final counts."""
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="prefsynth")
+    from pathlib import Path
+
+    from prefsynth.pipelines import generate, label, prompts
+
+    from helpers import write_params
+
+    d = lambda name: str(tmp_path / name)  # noqa: E731
+    base = {"seed": 3, "prompts": {"n_prompts": 30},
+            "generate": {"n": 2, "max_new_tokens": 16, "split": "all", "max_prompts": 3},
+            "label": {"mc_max_responses": 4, "methods": ["binary"], "judges": ["p_true"],
+                      "mc": {"rollouts": 2, "max_new_tokens": 16}}}
+    c = ["--params", write_params(tmp_path / "p.json", base), "--reports", d("reports")]
+    prompts.main([*c, "--out", d("prompts"), "--dead", d("dp"), "--metrics", d("m1.json")])
+    generate.main([*c, "--prompts", d("prompts"), "--policy", policy_dir, "--out", d("responses"),
+                   "--dead", d("dg"), "--metrics", d("m2.json")])
+    factory.release_backends(reset_counts=True)
+    label.main([*c, "--prompts", d("prompts"), "--responses", d("responses"), "--policy", policy_dir,
+                "--out", d("labels"), "--dead", d("dl"), "--metrics", d("m3.json"), "--plots", d("plots")])
+    counters = json.loads(Path(d("m3.json")).read_text())["accounting"]["counters"]
+    assert counters["mc_rollouts"] > 0 and counters["judge_items.p_true"] > 0  # both handlers ran
+    assert factory.construction_count() == 1, dict(factory.constructions)
+    assert not factory._backends  # the stage freed its engine when its pipeline ended
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(l.startswith("[generate] 3/3 prompts (100%)") and "done in" in l for l in lines), lines
+    assert any(l.startswith("[label] 4/4 responses (MC) (100%)") and "rollouts" in l for l in lines), lines
+    assert any(l.startswith("[label] ") and "judge items" in l and "done in" in l for l in lines), lines

@@ -11,7 +11,8 @@ from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.mc_labels import MCLabelConfig, ResponseToLabel, label_binary_search, label_every_prefix, label_rows
 from prefsynth.transforms.mcts import MCTSConfig, new_tree, node_rows, search
-from prefsynth.transforms.mcts_beam import MCTSModelHandler, SearchTrees, task_hooks
+from prefsynth.transforms.mcts_beam import SearchBatch, SearchTrees, task_hooks
+from prefsynth.transforms.model_handler import BackendModelHandler
 
 PROMPTS = ["Q: (20-3-8)*4+5-6=?\n", "Q: 7+8*2=?\n", "Q: (3+4)*5-6=?\n", "Q: 9*3-7+1=?\n"]
 
@@ -100,13 +101,18 @@ def test_mcts_expansion_failure_marks_the_tree_failed_not_a_terminal_leaf():
         assert node_rows(healthy[a]) == node_rows(killed[b])
 
 
-class _KilledHandler(MCTSModelHandler):
-    def load_model(self):
+class _KilledBackendHandler(BackendModelHandler):
+    def load_backend(self):
         return KilledAfter(NextStep(), ok_calls=2, victim="7+8*2")
 
 
+class _KilledSearch(SearchBatch):
+    def handler(self):
+        return _KilledBackendHandler(self.policy, self.model, self, "mcts")
+
+
 def test_mcts_stage_transform_writes_a_dead_letter_for_the_failed_tree():
-    handler = _KilledHandler(PolicyConfig(), "unused", CFG, 0, "t")
+    searcher = _KilledSearch(PolicyConfig(), "unused", CFG, 0, "t")
     recs = [{"prompt_id": f"p{i}", "prompt": p, "task": "arith", "reference_answer": str(arith.parse_expression(p).answer)}
             for i, p in enumerate(PROMPTS)]
 
@@ -118,7 +124,7 @@ def test_mcts_stage_transform_writes_a_dead_letter_for_the_failed_tree():
         assert "http_500" in dead[0]["message"] and dead[0]["raw_output"] == '{"error": "boom"}'
 
     with beam.Pipeline("FnApiRunner") as p:
-        out = p | beam.Create(recs) | SearchTrees(handler, trees_per_batch=4)
+        out = p | beam.Create(recs) | SearchTrees(searcher, trees_per_batch=4)
         assert_that(out.rows, check_rows, label="rows")
         assert_that(out[DEAD], check_dead, label="dead")
 

@@ -8,7 +8,7 @@ import pytest
 from prefsynth.backends.base import Completion, SamplingParams
 from prefsynth.backends.openai_backend import GenerationFailure
 from prefsynth.config import PolicyConfig
-from prefsynth.transforms.generate import PolicyModelHandler
+from prefsynth.transforms.generate import GenerateBatch
 
 from helpers import tiny_random_policy
 
@@ -44,7 +44,7 @@ def models(tmp_path_factory):
 
 
 def _handler(model, tmp_path, policy=None, sampling=SP, seed=1):
-    return PolicyModelHandler(policy or PolicyConfig(), model, sampling, seed, resume_dir=str(tmp_path / "resume"))
+    return GenerateBatch(policy or PolicyConfig(), model, sampling, seed, resume_dir=str(tmp_path / "resume"))
 
 
 def test_the_key_depends_on_model_files_backend_settings_sampling_and_seed(models, tmp_path):
@@ -73,29 +73,29 @@ def test_the_key_depends_on_model_files_backend_settings_sampling_and_seed(model
 def test_a_finished_batch_is_reused_only_by_the_same_run(models, tmp_path):
     a, b = models
     first = FakeBackend()
-    out1 = _handler(a, tmp_path).run_inference(BATCH, first)
+    out1 = _handler(a, tmp_path)(BATCH, first)
     again = FakeBackend()
-    out2 = _handler(a, tmp_path).run_inference(BATCH, again)
+    out2 = _handler(a, tmp_path)(BATCH, again)
     assert again.sent == [] and [r.inference for r in out2] == [r.inference for r in out1]
     other = FakeBackend()
-    _handler(b, tmp_path).run_inference(BATCH, other)  # another model: nothing reused
+    _handler(b, tmp_path)(BATCH, other)  # another model: nothing reused
     assert len(other.sent) == 1 and len(other.sent[0]) == 4
 
 
 def test_finished_prompts_of_a_crashed_batch_are_kept_and_failures_asked_again(models, tmp_path):
     a, _ = models
     with pytest.raises(RuntimeError, match="killed"):
-        _handler(a, tmp_path).run_inference(BATCH, FakeBackend(crash_after=2))
+        _handler(a, tmp_path)(BATCH, FakeBackend(crash_after=2))
     assert len(list((tmp_path / "resume").glob("prompt-*.json"))) == 2
     flaky = FakeBackend(fail={BATCH[3]["prompt"]})
-    out = _handler(a, tmp_path).run_inference(BATCH, flaky)
+    out = _handler(a, tmp_path)(BATCH, flaky)
     assert flaky.sent == [[BATCH[2]["prompt"], BATCH[3]["prompt"]]]  # only the unfinished prompts
     assert isinstance(out[3].inference, GenerationFailure)
     assert list((tmp_path / "resume").glob("prompt-*.json")) == []  # folded into the batch file
     # the batch file keeps answers, not the failure: a re-run (server back) asks for that one only
     healthy = FakeBackend()
-    out = _handler(a, tmp_path).run_inference(BATCH, healthy)
+    out = _handler(a, tmp_path)(BATCH, healthy)
     assert healthy.sent == [[BATCH[3]["prompt"]]] and all(isinstance(r.inference, list) for r in out)
     done = FakeBackend()
-    _handler(a, tmp_path).run_inference(BATCH, done)
+    _handler(a, tmp_path)(BATCH, done)
     assert done.sent == []

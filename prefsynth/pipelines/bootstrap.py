@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prefsynth.config import Params, load_params
 from prefsynth.ids import seed_for
-from prefsynth.pipelines.stage import write_metrics
+from prefsynth.pipelines.stage import attach_trainer_progress, write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import arith
 
@@ -77,7 +77,8 @@ def tokenize_examples(examples: dict[str, list[str]], tokenizer, max_length: int
     return Dataset.from_dict({"input_ids": input_ids, "labels": labels})
 
 
-def train_tiny_sft(model, tokenizer, data, cfg, seed: int, out_dir: str) -> tuple[float, list[float], float]:
+def train_tiny_sft(model, tokenizer, data, cfg, seed: int, out_dir: str,
+                   stage: str = "bootstrap") -> tuple[float, list[float], float]:
     """TRL SFT of a tiny from-scratch model on tokenized, prompt-masked examples; saves it to out_dir.
 
     Shared by the tiny policy (bootstrap) and the tiny critic; `cfg` has max_steps, batch_size,
@@ -115,6 +116,7 @@ def train_tiny_sft(model, tokenizer, data, cfg, seed: int, out_dir: str) -> tupl
             activation_checkpointing=False,  # SFTConfig turns it on by default; pure overhead at this size
         )
         trainer = SFTTrainer(model=model, args=sft_cfg, train_dataset=data, processing_class=tokenizer)
+        attach_trainer_progress(trainer, stage)  # one progress line + a summary, not the raw log dicts
         t0 = time.perf_counter()
         result = trainer.train()
         train_s = time.perf_counter() - t0

@@ -161,7 +161,7 @@ def train_critic(params: Params, examples: dict, out_dir: str) -> dict:
     tokenizer = build_critic_tokenizer()
     model = build_model(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions)
     data = tokenize_examples(examples, tokenizer, cfg.n_positions)
-    train_s, losses, _ = train_tiny_sft(model, tokenizer, data, cfg, params.seed, out_dir)
+    train_s, losses, _ = train_tiny_sft(model, tokenizer, data, cfg, params.seed, out_dir, stage="critic")
     return {"train_seconds": round(train_s, 1), "train_steps": cfg.max_steps,
             "first_train_loss": round(float(losses[0]), 4) if losses else None,
             "final_train_loss": round(float(losses[-1]), 4) if losses else None,

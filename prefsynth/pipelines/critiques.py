@@ -24,12 +24,12 @@ from prefsynth.backends.base import SamplingParams
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
-from prefsynth.schemas.io import WriteDataset, read_records, read_table
+from prefsynth.schemas.io import WriteDataset, count_rows, read_records, read_table
 from prefsynth.transforms.critiques import (
     CRITICS,
     MODEL,
     RULE,
-    CriticModelHandler,
+    CritiqueBatch,
     ToModelCritiques,
     count_critic_input,
     critic_holdout,
@@ -40,6 +40,7 @@ from prefsynth.transforms.critiques import (
 from prefsynth.transforms.deadletters import DEAD, count_dropped
 from prefsynth.transforms.generate import DeterministicBatches
 from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt
+from prefsynth.transforms.model_handler import worker_total
 
 STAGE = "critiques"
 log = logging.getLogger("prefsynth")
@@ -77,14 +78,18 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
         sampling = SamplingParams(n=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         # the model critic's template is chosen where its tokenizer is known (critique_chat.txt for an
         # instruct critic) unless critiques.template names one
-        handler = CriticModelHandler(cfg.model_critic, critic_model, template if cfg.template else None, sampling,
-                                     params.seed, verdict=cfg.verdict, template_path=cfg.template)
+        n_critiqued = count_rows(responses_path)
+        if cfg.model_max_responses:
+            n_critiqued = min(n_critiqued, cfg.model_max_responses)
+        critic = CritiqueBatch(cfg.model_critic, critic_model, template if cfg.template else None, sampling,
+                               params.seed, verdict=cfg.verdict, template_path=cfg.template, stage=STAGE,
+                               total=worker_total(n_critiqued, params.beam))
         model_out = (
             to_critique
             | "AsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"], "pair": (resp, prompt)})
             | "Batch" >> DeterministicBatches(cfg.responses_per_batch, key="response_id")
             | "Unwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
-            | "ModelCritic" >> RunInference(handler)
+            | "ModelCritic" >> RunInference(critic.handler())
             | "ModelRows" >> beam.ParDo(ToModelCritiques(STAGE, critic_model)).with_outputs(DEAD, main="rows")
         )
         rows.append(model_out.rows)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import gc
 import logging
 import math
 import time
 from pathlib import Path
 
 from prefsynth.backends.base import SamplingParams
-from prefsynth.backends.factory import make_backend, resolve_model
+from prefsynth.backends.factory import release_backends, resolve_model, shared_backend
 from prefsynth.config import EvaluateConfig, load_params
 from prefsynth.ids import seed_for
 from prefsynth.pipelines.stage import write_metrics
@@ -155,15 +154,15 @@ def main(argv: list[str] | None = None) -> None:
     for path in dict.fromkeys(args.policies):  # round 1 starts from policy-0: measure it once
         name = Path(path).name
         t0 = time.perf_counter()
-        backend = make_backend(params.policy, resolve_model(path, params.policy))
+        backend = shared_backend(params.policy, resolve_model(path, params.policy))
         results[name] = evaluate_policy(backend, records, cfg, eval_seed)
         results[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
         if val_records:
             t1 = time.perf_counter()
             val_results[name] = evaluate_policy(backend, val_records, cfg, eval_seed)
             val_results[name]["eval_seconds"] = round(time.perf_counter() - t1, 1)
-        del backend  # one model in memory at a time
-        gc.collect()
+        del backend
+        release_backends()  # one model in memory at a time
         log.info("[evaluate] %s: %s", path, {k: v for k, v in results[name].items() if k != "_per_prompt"})
     baseline = Path(args.policies[0]).name
     base = results[baseline]

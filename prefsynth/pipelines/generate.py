@@ -19,8 +19,9 @@ from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_table
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.checkpoints import BatchCheckpoints
-from prefsynth.transforms.generate import GenerateResponses, PolicyModelHandler
-from prefsynth.transforms.prompts import SelectPrompts
+from prefsynth.transforms.generate import GenerateBatch, GenerateResponses
+from prefsynth.transforms.model_handler import worker_total
+from prefsynth.transforms.prompts import SelectPrompts, selected_count
 
 STAGE = "generate"
 
@@ -39,9 +40,10 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str
         | "ReadPrompts" >> ReadDataset(prompts_path)
         | "Select" >> SelectPrompts(g.split, g.max_prompts)
     )
-    handler = PolicyModelHandler(params.policy, model, sampling_params(params), params.seed,
-                                 g.truncate_long_prompts, STAGE, resume_dir)
-    generated = prompts | "Generate" >> GenerateResponses(handler, policy_name, iteration, params.policy.backend)
+    total = worker_total(selected_count(prompts_path, g.split, g.max_prompts), params.beam)
+    batches = GenerateBatch(params.policy, model, sampling_params(params), params.seed, g.truncate_long_prompts,
+                            STAGE, resume_dir, total=total)
+    generated = prompts | "Generate" >> GenerateResponses(batches, policy_name, iteration, params.policy.backend)
     generated.responses | "WriteResponses" >> WriteDataset(out["responses"], "responses", STAGE, g.num_shards)
     generated[DEAD] | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
 

@@ -31,15 +31,16 @@ from prefsynth import calibration
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
-from prefsynth.schemas.io import WriteDataset, read_records, read_table
+from prefsynth.schemas.io import WriteDataset, count_rows, read_records, read_table
 from prefsynth.tasks import get_task
 from prefsynth.transforms.deadletters import count_dropped
 from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.judges import LABELERS as JUDGE_LABELERS
-from prefsynth.transforms.label_beam import EmitJudgeLabels, JudgeHandler, MCLabelHandler, judge_target, verifier_rows
+from prefsynth.transforms.label_beam import EmitJudgeLabels, JudgeBatch, MCLabelBatch, judge_target, verifier_rows
 from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt
 from prefsynth.transforms.mc_labels import detection_scores
+from prefsynth.transforms.model_handler import worker_total
 
 STAGE = "label"
 
@@ -47,6 +48,8 @@ STAGE = "label"
 def judge_policy(params: Params, model: str) -> tuple:
     """(backend config, model) of the judge: the policy itself unless label.judge names another."""
     j = params.label.judge
+    if not (j.model or j.backend or j.base_url):
+        return params.policy, model  # the same key as the MC rollouts: one engine per worker for both
     cfg = dataclasses.replace(params.policy, backend=j.backend or params.policy.backend,
                               base_url=j.base_url or params.policy.base_url, model=j.model or model)
     return cfg, j.model or model
@@ -113,7 +116,11 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
 
     joined = joined | "CountIn" >> beam.Map(count_in)
     verified = joined | "Verify" >> beam.FlatMapTuple(verifier_rows)
-    handler = MCLabelHandler(params.policy, model, cfg.mc, cfg.methods, params.seed)
+    n_responses = count_rows(responses_path) if cfg.methods else None
+    if n_responses is not None and cfg.mc_max_responses:
+        n_responses = min(n_responses, cfg.mc_max_responses)
+    mc_batches = MCLabelBatch(params.policy, model, cfg.mc, cfg.methods, params.seed, STAGE,
+                              total=worker_total(n_responses, params.beam))
     to_roll = joined
     if cfg.mc_max_responses:  # rollouts are costly: only the first N responses by id
         first = (joined | "Ids" >> beam.MapTuple(lambda resp, _: resp["response_id"])
@@ -125,7 +132,7 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
         | "AsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"], "pair": (resp, prompt)})
         | "Batch" >> DeterministicBatches(cfg.responses_per_batch, key="response_id")
         | "Unwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
-        | "MCRollouts" >> RunInference(handler)
+        | "MCRollouts" >> RunInference(mc_batches.handler())
         | "MCRows" >> beam.FlatMap(mc_rows_or_dead).with_outputs(DEAD, main="labels")
     )
     label_sets = [verified, mc.labels]
@@ -140,7 +147,7 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
         judged = (
             items | "AllJudgeItems" >> beam.Flatten() | "CountJudgeIn" >> beam.Map(count_item)
             | "BatchJudge" >> DeterministicBatches(cfg.judge.items_per_batch, key="id")
-            | "Judge" >> RunInference(JudgeHandler(judge_cfg, judge_model, cfg.judge, params.seed, STAGE))
+            | "Judge" >> RunInference(JudgeBatch(judge_cfg, judge_model, cfg.judge, params.seed, STAGE).handler())
             | "JudgeRows" >> beam.ParDo(EmitJudgeLabels(STAGE)).with_outputs(DEAD, main="labels")
         )
         label_sets.append(judged.labels)

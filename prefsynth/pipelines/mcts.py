@@ -19,8 +19,9 @@ from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_records, read_table
 from prefsynth.tasks import get_task
 from prefsynth.transforms.deadletters import DEAD
-from prefsynth.transforms.mcts_beam import MCTSModelHandler, SearchTrees
-from prefsynth.transforms.prompts import SelectPrompts
+from prefsynth.transforms.mcts_beam import SearchBatch, SearchTrees
+from prefsynth.transforms.model_handler import worker_total
+from prefsynth.transforms.prompts import SelectPrompts, selected_count
 
 STAGE = "mcts"
 
@@ -28,12 +29,13 @@ STAGE = "mcts"
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str, tag: str,
           out: dict[str, str]) -> None:
     m = params.mcts
-    handler = MCTSModelHandler(params.policy, model, m.search, params.seed, tag)
+    total = worker_total(selected_count(prompts_path, m.split, m.max_prompts), params.beam)
+    searcher = SearchBatch(params.policy, model, m.search, params.seed, tag, total=total)
     searched = (
         pipeline
         | "ReadPrompts" >> ReadDataset(prompts_path)
         | "Select" >> SelectPrompts(m.split, m.max_prompts)
-        | "Search" >> SearchTrees(handler, m.trees_per_batch)
+        | "Search" >> SearchTrees(searcher, m.trees_per_batch)
     )
     searched.rows | "WriteTrees" >> WriteDataset(out["trees"], "tree_nodes", STAGE, m.num_shards)
     # a tree whose search hit a failed model call is a dead letter (never a childless terminal leaf)
@@ -97,4 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     prompts = {r["prompt_id"]: r for r in prompts_table.to_pylist()}
     responses = read_records(args.responses) if Path(args.responses).exists() else None
     metrics = tree_metrics(read_records(args.out), prompts, responses)
+    # cost of the search: batched model calls (one generate + one reward call per iteration and
+    # batch of trees) and generated tokens, per node written
+    c, n_nodes = account.counters, max(metrics["nodes"], 1)
+    metrics["cost"] = {"model_calls": c.get("model_calls", 0),
+                       "calls_per_node": round(c.get("model_calls", 0) / n_nodes, 4),
+                       "generated_tokens": c.get("generated_tokens", 0),
+                       "tokens_per_node": round(c.get("generated_tokens", 0) / n_nodes, 2),
+                       "nodes_per_s": round(metrics["nodes"] / account.wall_s, 1) if account.wall_s else None}
     write_metrics(args.metrics, {"accounting": account.to_dict(), **metrics})

@@ -516,6 +516,14 @@ class Output:
     dataset: str  # schema name, which is also the expectation suite that checks it
 
 
+def _release_engines() -> None:
+    """Free the engines this process's handlers shared (factory.shared_backend) when a stage's
+    pipeline ends, so the validation and the next stage of the same process start with the memory."""
+    factory = sys.modules.get("prefsynth.backends.factory")  # never import a backend just to free nothing
+    if factory is not None:
+        factory.release_backends()
+
+
 def run_stage(
     stage: str,
     beam_cfg: BeamConfig,
@@ -561,6 +569,8 @@ def run_stage(
             # shard, batch or record in the error itself. One line here, the traceback follows.
             log.error("[%s] failed: %s", stage, _one_line(err))
             raise
+        finally:
+            _release_engines()
     c = counters(result)
     account = Account(
         stage=stage,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import PredictionResult
 
 from prefsynth.backends.base import SamplingParams
 from prefsynth.ids import content_id, seed_for, unit_hash
@@ -242,27 +242,31 @@ def _where(step: int | None) -> str:
 
 # ---- Beam shell --------------------------------------------------------------------------------
 
-class CriticModelHandler(ModelHandler[list, PredictionResult, Any]):
-    """RunInference handler: batches of (response, prompt) -> (critic prompt, raw text | failure).
-
-    The backend (any: transformers, vLLM, OpenAI-compatible) is loaded once per worker.
-    """
+class CritiqueBatch:
+    """The critiques stage's model-critic batch function (run by `BackendModelHandler`): batches of
+    (response, prompt) in, (critic prompt, raw text | failure) out. The backend (any: transformers,
+    vLLM, OpenAI-compatible) is loaded once per worker process."""
 
     def __init__(self, policy, model: str, template: str | None, sampling: SamplingParams, seed: int,
-                 verdict: str = "generate", template_path: str | None = None):
-        super().__init__()
+                 verdict: str = "generate", template_path: str | None = None, stage: str = "critiques",
+                 total: int | None = None):
         self.policy, self.model, self.template, self.sampling, self.seed = policy, model, template, sampling, seed
-        self.verdict, self.template_path = verdict, template_path
+        self.verdict, self.template_path, self.stage, self.total = verdict, template_path, stage, total
+        self._progress = None
 
-    def should_skip_batching(self) -> bool:
-        return True  # DeterministicBatches made the batches
+    def handler(self):
+        from prefsynth.transforms.model_handler import BackendModelHandler
 
-    def load_model(self):
-        from prefsynth.backends.factory import make_backend
+        return BackendModelHandler(self.policy, self.model, self, self.stage)
 
-        return make_backend(self.policy, self.model)
+    def __getstate__(self):
+        return {**self.__dict__, "_progress": None}
 
-    def run_inference(self, batch: Sequence[tuple[dict, dict]], model, inference_args=None):
+    def __call__(self, batch: Sequence[tuple[dict, dict]], model) -> list[PredictionResult]:
+        if self._progress is None:
+            from prefsynth.pipelines.stage import Progress
+
+            self._progress = Progress(self.stage, total=self.total, unit="responses (model critic)")
         from prefsynth.backends.openai_backend import GenerationFailure
         from prefsynth.transforms.generate import fit_prompt
 
@@ -291,6 +295,7 @@ class CriticModelHandler(ModelHandler[list, PredictionResult, Any]):
             for i, critic_prompt, text in zip(send_idx, send, texts):
                 results[i] = (critic_prompt, text)
         beam.metrics.Metrics.counter("prefsynth", "critic_requests").inc(len(send))
+        self._progress.add(len(batch))
         return [PredictionResult(pair, res) for pair, res in zip(batch, results)]
 
 

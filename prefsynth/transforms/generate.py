@@ -1,7 +1,8 @@
-"""Sampling the policy inside Beam: a RunInference ModelHandler and the response records.
+"""Sampling the policy inside Beam: the generate batch function and the response records.
 
-The handler loads the backend once per worker (RunInference's shared model) and is handed
-batches by RunInference's BatchElements. Each prompt's samples are seeded from
+`GenerateBatch` runs inside the one `BackendModelHandler` (the backend loaded once per worker
+process, shared with every other handler that asks for the same model) and is handed the batches
+of `DeterministicBatches`. Each prompt's samples are seeded from
 (seed, prompt_id), so they do not depend on the batch. Over-long prompts and failed requests
 come back as failures and become dead letters; nothing is dropped silently.
 """
@@ -9,11 +10,10 @@ come back as failures and become dead letters; nothing is dropped silently.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import PredictionResult
 
 from prefsynth.backends.base import Completion, SamplingParams
 from prefsynth.backends.openai_backend import GenerationFailure
@@ -22,6 +22,7 @@ from prefsynth.ids import content_id, seed_for
 from prefsynth.tasks import get_task
 from prefsynth.transforms.checkpoints import BatchCheckpoints
 from prefsynth.transforms.deadletters import DEAD, count_in, emit_dead
+from prefsynth.transforms.model_handler import BackendModelHandler
 
 log = logging.getLogger("prefsynth")
 NAMESPACE = "prefsynth"
@@ -73,28 +74,9 @@ def fit_prompt(prompt: str, tokenizer, max_positions: int | None, max_new_tokens
 
 # ---- Beam shell --------------------------------------------------------------------------------
 
-class _Progress:
-    """A progress line every `every_s` seconds from each worker."""
-
-    def __init__(self, stage: str, every_s: float = 15.0):
-        self.stage, self.every_s = stage, every_s
-        self.start = self.last = time.monotonic()
-        self.prompts = self.samples = self.tokens = 0
-
-    def add(self, prompts: int, samples: int, tokens: int) -> None:
-        self.prompts += prompts
-        self.samples += samples
-        self.tokens += tokens
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            self.last = now
-            rate = self.tokens / max(now - self.start, 1e-9)
-            log.info("[%s] %d prompts, %d samples, %d tokens so far (%.0f tokens/s on this worker)",
-                     self.stage, self.prompts, self.samples, self.tokens, rate)
-
-
-class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
-    """RunInference handler: prompt records in, (record, completions | failure) out.
+class GenerateBatch:
+    """The generate stage's batch function (run by `BackendModelHandler`): prompt records in,
+    (record, completions | failure) out.
 
     With a resume folder, a finished batch is saved whole, and — for backends that report each
     prompt as it finishes (`generate(..., on_result=...)`: the HTTP backend) — each finished prompt
@@ -104,29 +86,28 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
     """
 
     def __init__(self, policy: PolicyConfig, model: str, sampling: SamplingParams, seed: int,
-                 truncate_long_prompts: bool = False, stage: str = "generate", resume_dir: str | None = None):
+                 truncate_long_prompts: bool = False, stage: str = "generate", resume_dir: str | None = None,
+                 total: int | None = None):
         from prefsynth.transforms.checkpoints import resume_identity
 
-        super().__init__()
         self.policy, self.model, self.sampling, self.seed = policy, model, sampling, seed
-        self.truncate, self.stage = truncate_long_prompts, stage
+        self.truncate, self.stage, self.total = truncate_long_prompts, stage, total
         identity = resume_identity(stage, model, policy, sampling, seed,
                                    truncate_long_prompts=truncate_long_prompts) if resume_dir else ""
         self.checkpoints = BatchCheckpoints(resume_dir, identity)
-        self._progress: _Progress | None = None
+        self._progress = None
 
-    def should_skip_batching(self) -> bool:
-        return True  # DeterministicBatches already made the batches
+    def handler(self) -> BackendModelHandler:
+        return BackendModelHandler(self.policy, self.model, self, self.stage)
 
-    def load_model(self):
-        from prefsynth.backends.factory import make_backend
+    def __getstate__(self):
+        return {**self.__dict__, "_progress": None}  # a progress line is per worker, never pickled
 
-        log.info("[%s] loading %s backend for %s", self.stage, self.policy.backend, self.model)
-        return make_backend(self.policy, self.model)
-
-    def run_inference(self, batch: Sequence[dict], model, inference_args=None) -> Iterable[PredictionResult]:
+    def __call__(self, batch: Sequence[dict], model) -> list[PredictionResult]:
         if self._progress is None:
-            self._progress = _Progress(self.stage)
+            from prefsynth.pipelines.stage import Progress
+
+            self._progress = Progress(self.stage, total=self.total, unit="prompts")
         ids = [r["prompt_id"] for r in batch]
         key = self.checkpoints.key(ids)
         per_prompt = self._reports_each_prompt(model)
@@ -137,6 +118,7 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
             results, cut = list(saved[0]), list(saved[1])
             if all(r is not None for r in results):  # finished before a crash: reuse, no model call
                 beam.metrics.Metrics.counter(NAMESPACE, "resumed_batches").inc()
+                self._progress.add(len(batch))
                 return self._predictions(batch, results, cut)
         elif per_prompt and self.checkpoints.directory:
             for i, pid in enumerate(ids):  # prompts answered before a crash in the middle of this batch
@@ -195,7 +177,7 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
         beam.metrics.Metrics.counter(NAMESPACE, "model_failures").inc(
             sum(isinstance(r, GenerationFailure) for r in results))
         beam.metrics.Metrics.counter(NAMESPACE, "generated_tokens").inc(n_tokens)
-        self._progress.add(len(batch), n_samples, n_tokens)
+        self._progress.add(len(batch), samples=n_samples, tokens=n_tokens)
         self.checkpoints.save(key, results, cut, ids)
         if per_prompt:
             self.checkpoints.drop_prompts(ids)
@@ -215,9 +197,6 @@ class PolicyModelHandler(ModelHandler[dict, PredictionResult, Any]):
             return "on_result" in inspect.signature(model.generate).parameters
         except (TypeError, ValueError):
             return False
-
-    def get_metrics_namespace(self) -> str:
-        return f"{NAMESPACE}.{self.stage}.inference"
 
 
 class ToResponses(beam.DoFn):
@@ -278,19 +257,19 @@ class DeterministicBatches(beam.PTransform):
 class GenerateResponses(beam.PTransform):
     """Prompt records -> responses (main output) and dead letters (DEAD)."""
 
-    def __init__(self, handler: PolicyModelHandler, policy_name: str, iteration: int, source: str):
+    def __init__(self, generate: GenerateBatch, policy_name: str, iteration: int, source: str):
         super().__init__()
-        self.handler, self.policy_name, self.iteration, self.source = handler, policy_name, iteration, source
+        self.generate, self.policy_name, self.iteration, self.source = generate, policy_name, iteration, source
 
     def expand(self, prompts):
         from apache_beam.ml.inference.base import RunInference
 
-        per_batch = max(1, self.handler.policy.batch_size // self.handler.sampling.n)
+        per_batch = max(1, self.generate.policy.batch_size // self.generate.sampling.n)
         return (
             prompts
             | "Batch" >> DeterministicBatches(per_batch)
-            | "RunInference" >> RunInference(self.handler)
+            | "RunInference" >> RunInference(self.generate.handler())
             | "ToResponses" >> beam.ParDo(
-                ToResponses(self.policy_name, self.iteration, self.source, self.handler.stage)
+                ToResponses(self.policy_name, self.iteration, self.source, self.generate.stage)
             ).with_outputs(DEAD, main="responses")
         )

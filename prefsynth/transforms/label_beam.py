@@ -1,16 +1,17 @@
-"""Labeling inside Beam: exact verifier labels and Monte-Carlo step labels per batch of responses."""
+"""Labeling inside Beam: exact verifier labels, Monte-Carlo step labels and LLM judges per batch."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import PredictionResult
 
 from prefsynth.config import PolicyConfig
 from prefsynth.ids import content_id
 from prefsynth.tasks import get_task
 from prefsynth.transforms.generate import NAMESPACE
+from prefsynth.transforms.model_handler import BackendModelHandler
 from prefsynth.transforms.mc_labels import (
     MCLabelConfig,
     ResponseToLabel,
@@ -52,25 +53,42 @@ def verifier_rows(response: dict, prompt: dict) -> list[dict]:
     return rows
 
 
-class MCLabelHandler(ModelHandler[list, PredictionResult, Any]):
-    """(response, prompt) batches -> MC step label rows (by the configured method(s))."""
+class _Progressing:
+    """A per-worker progress line, made on the first batch (never pickled)."""
 
-    def __init__(self, policy: PolicyConfig, model: str, cfg: MCLabelConfig, methods: Sequence[str], seed: int):
-        super().__init__()
+    stage, unit, total = "label", "records", None
+    _progress = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_progress": None}
+
+    def progress(self):
+        if self._progress is None:
+            from prefsynth.pipelines.stage import Progress
+
+            self._progress = Progress(self.stage, total=self.total, unit=self.unit)
+        return self._progress
+
+
+class MCLabelBatch(_Progressing):
+    """The label stage's Monte-Carlo batch function (run by `BackendModelHandler`): (response,
+    prompt) batches in, MC step label rows per response out, by the configured method(s)."""
+
+    unit = "responses (MC)"
+
+    def __init__(self, policy: PolicyConfig, model: str, cfg: MCLabelConfig, methods: Sequence[str], seed: int,
+                 stage: str = "label", total: int | None = None):
         self.policy, self.model, self.cfg, self.methods, self.seed = policy, model, cfg, tuple(methods), seed
+        self.stage, self.total = stage, total
 
-    def should_skip_batching(self) -> bool:
-        return True
+    def handler(self) -> BackendModelHandler:
+        return BackendModelHandler(self.policy, self.model, self, self.stage)
 
-    def load_model(self):
-        from prefsynth.backends.factory import make_backend
-
-        return make_backend(self.policy, self.model)
-
-    def run_inference(self, batch: Sequence[tuple[dict, dict]], model, inference_args=None):
+    def __call__(self, batch: Sequence[tuple[dict, dict]], model) -> list[PredictionResult]:
         out = {resp["response_id"]: [] for resp, _ in batch}
         rollouts = beam.metrics.Metrics.counter(NAMESPACE, "mc_rollouts")
         labelable = [(resp, prompt) for resp, prompt in batch if prompt["reference_answer"] and resp["steps"]]
+        n_rollouts = 0
         for method in self.methods:
             items = [ResponseToLabel(resp["response_id"], prompt["prompt"], list(resp["steps"]),
                                      prompt["reference_answer"]) for resp, prompt in labelable]
@@ -85,6 +103,8 @@ class MCLabelHandler(ModelHandler[list, PredictionResult, Any]):
                     row["raw_output"] = f"rollouts={it.rollouts}"
                 out[it.response_id].extend(rows)
                 rollouts.inc(it.rollouts)
+                n_rollouts += it.rollouts
+        self.progress().add(len(batch), rollouts=n_rollouts)
         return [PredictionResult(resp, out[resp["response_id"]]) for resp, _ in batch]
 
 
@@ -105,22 +125,26 @@ class _JudgeModel:
         self.backend, self.templates = backend, templates
 
 
-class JudgeHandler(ModelHandler[dict, PredictionResult, Any]):
-    """Batches of judge work items -> (label rows, failures) per item, one judge model per worker.
+class JudgeBatch(_Progressing):
+    """The label stage's judge batch function (run by `BackendModelHandler`): batches of judge work
+    items in, (label rows, failures) per item out.
 
     An item is {"id", "judge", "target"} (p_true, pointwise, tick) or {"id", "judge", "pair"}
-    (pairwise); items of several judges may share a batch and are grouped by judge here.
+    (pairwise); items of several judges may share a batch and are grouped by judge here. When the
+    judge is the policy itself, its backend is the one the MC rollouts of the same worker use.
     """
 
-    def __init__(self, policy: PolicyConfig, model: str, judge_cfg, seed: int, stage: str = "label"):
-        super().__init__()
+    unit = "judge items"
+
+    def __init__(self, policy: PolicyConfig, model: str, judge_cfg, seed: int, stage: str = "label",
+                 total: int | None = None):
         self.policy, self.model, self.cfg, self.seed, self.stage = policy, model, judge_cfg, seed, stage
+        self.total = total
 
-    def should_skip_batching(self) -> bool:
-        return True
+    def handler(self) -> BackendModelHandler:
+        return BackendModelHandler(self.policy, self.model, self, self.stage)
 
-    def load_model(self):
-        from prefsynth.backends.factory import make_backend
+    def prepare(self, backend) -> _JudgeModel:
         from prefsynth.transforms.judges import load_templates
 
         from prefsynth.prompting import ChatTemplated, has_chat_template
@@ -128,14 +152,13 @@ class JudgeHandler(ModelHandler[dict, PredictionResult, Any]):
         # templates are read (and validated) once per worker, beside the model (Beam's shared
         # handle keeps a weak reference: a plain tuple cannot be one); an instruct judge is asked
         # through its chat template
-        backend = make_backend(self.policy, self.model)
         templates = load_templates(self.cfg.template_dir)
         tokenizer = getattr(backend, "tokenizer", None)
         if has_chat_template(tokenizer):
             templates = {name: ChatTemplated(t, tokenizer) for name, t in templates.items()}
         return _JudgeModel(backend, templates)
 
-    def run_inference(self, batch: Sequence[dict], model, inference_args=None):
+    def __call__(self, batch: Sequence[dict], model: _JudgeModel) -> list[PredictionResult]:
         from prefsynth.transforms import judges as J
 
         backend, templates = model.backend, model.templates
@@ -172,6 +195,7 @@ class JudgeHandler(ModelHandler[dict, PredictionResult, Any]):
             tid = item["pair"].a.response_id if item["judge"] == "pairwise" else item["target"].response_id
             key = (item["judge"], tid)
             out.append(PredictionResult(item, (rows.get(key, []), fails.get(key, []))))
+        self.progress().add(len(batch))
         return out
 
 

@@ -153,8 +153,11 @@ def new_tree(prompt_id: str, prompt: str, reference: str | None, tag: str) -> Tr
 
 
 def search(trees: list[Tree], backend: Backend, p_true: StepPTrue, hooks: TaskHooks, cfg: MCTSConfig,
-           seed: int, on_call: Callable[[str, int], None] | None = None) -> list[Tree]:
-    """Run `cfg.iterations` simulations on every tree, batching model calls across trees."""
+           seed: int, on_call: Callable[[str, int, int], None] | None = None) -> list[Tree]:
+    """Run `cfg.iterations` simulations on every tree, batching model calls across trees: each
+    iteration is one generate call for the expansions of every active tree (plus one for leaves
+    re-expanded after a blank line) and one batched reward call for all their new children.
+    `on_call(kind, n_items, generated_tokens)` is told of each call."""
     for it in range(cfg.iterations):
         leaves = []
         for tree in trees:
@@ -178,13 +181,17 @@ def search(trees: list[Tree], backend: Backend, p_true: StepPTrue, hooks: TaskHo
     return trees
 
 
+def _tokens(groups) -> int:
+    return sum(c.n_tokens for g in groups if isinstance(g, list) for c in g)
+
+
 def _expand(items, backend, p_true, hooks, cfg, seed, temperature, on_call) -> None:
     contexts = [t.prompt + "".join(s + cfg.step_stop for s in leaf.path_steps()) for t, leaf in items]
     sp = SamplingParams(n=cfg.breadth, temperature=temperature, max_new_tokens=cfg.max_step_tokens,
                         stop=(cfg.step_stop,))
     groups = backend.generate(contexts, sp, [seed_for(seed, leaf.node_id, "expand") for _, leaf in items])
     if on_call:
-        on_call("generate", len(contexts))
+        on_call("generate", len(contexts), _tokens(groups))
     # Instruct models often separate steps with a blank line: after "step\n" their first token is
     # another "\n", which ends the expansion at once with nothing in it. Such leaves are expanded
     # again with the blank line in their context (one more batched call, only for them).
@@ -194,7 +201,7 @@ def _expand(items, backend, p_true, hooks, cfg, seed, temperature, on_call) -> N
         again = backend.generate([contexts[i] + cfg.step_stop for i in empty], sp,
                                  [seed_for(seed, items[i][1].node_id, "expand/blank-line") for i in empty])
         if on_call:
-            on_call("generate", len(empty))
+            on_call("generate", len(empty), _tokens(again))
         for i, g in zip(empty, again):
             groups[i] = g
     new_children: list[tuple[Tree, Node]] = []
@@ -222,7 +229,7 @@ def _expand(items, backend, p_true, hooks, cfg, seed, temperature, on_call) -> N
         return
     probs = p_true([t.prompt for t, _ in new_children], [c.path_steps() for _, c in new_children])
     if on_call:
-        on_call("reward", len(new_children))
+        on_call("reward", len(new_children), 0)
     for (tree, child), p in zip(new_children, probs):
         steps = child.path_steps()
         child.reward = cfg.self_eval_weight * (2.0 * p - 1.0)

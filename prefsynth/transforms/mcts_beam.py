@@ -1,4 +1,4 @@
-"""MCTS inside Beam: a RunInference handler that searches a batch of trees together."""
+"""MCTS inside Beam: the batch function that searches a batch of trees together."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import logging
 from typing import Any, Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import PredictionResult
 
 from prefsynth.config import PolicyConfig
 from prefsynth.tasks import get_task
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.mcts import MCTSConfig, TaskHooks, new_tree, node_rows, search
+from prefsynth.transforms.model_handler import BackendModelHandler
 
 log = logging.getLogger("prefsynth")
 
@@ -63,47 +64,62 @@ def policy_p_true(backend, task_name: str):
     return p_true
 
 
-class MCTSModelHandler(ModelHandler[list, PredictionResult, Any]):
-    def __init__(self, policy: PolicyConfig, model: str, cfg: MCTSConfig, seed: int, tag: str):
-        super().__init__()
-        self.policy, self.model, self.cfg, self.seed, self.tag = policy, model, cfg, seed, tag
+class SearchBatch:
+    """The mcts stage's batch function (run by `BackendModelHandler`): a batch of prompt records
+    in, each tree's node rows (or its failure) out. The trees of a batch are searched together:
+    the expansions of every active tree at a level go to the model in one call."""
 
-    def should_skip_batching(self) -> bool:
-        return True
+    def __init__(self, policy: PolicyConfig, model: str, cfg: MCTSConfig, seed: int, tag: str,
+                 total: int | None = None):
+        self.policy, self.model, self.cfg, self.seed, self.tag, self.total = policy, model, cfg, seed, tag, total
+        self._progress = None
 
-    def load_model(self):
-        from prefsynth.backends.factory import make_backend
+    def handler(self) -> BackendModelHandler:
+        return BackendModelHandler(self.policy, self.model, self, "mcts")
 
-        return make_backend(self.policy, self.model)
+    def __getstate__(self):
+        return {**self.__dict__, "_progress": None}
 
-    def run_inference(self, batch: Sequence[dict], model, inference_args=None):
+    def __call__(self, batch: Sequence[dict], model) -> list[PredictionResult]:
+        if self._progress is None:
+            from prefsynth.pipelines.stage import Progress
+
+            self._progress = Progress("mcts", total=self.total, unit="trees")
         by_task: dict[str, list[dict]] = {}
         for rec in batch:
             by_task.setdefault(rec["task"], []).append(rec)
-        calls = beam.metrics.Metrics.counter(NAMESPACE, "model_calls")
-        results = []
+        counter = beam.metrics.Metrics.counter(NAMESPACE, "model_calls")
+        tokens = beam.metrics.Metrics.counter(NAMESPACE, "generated_tokens")
+        calls = [0]
+
+        def on_call(kind, n, n_tokens=0):
+            counter.inc()
+            tokens.inc(n_tokens)
+            calls[0] += 1
+
+        results, n_nodes = [], 0
         for task_name, recs in by_task.items():
             trees = [new_tree(r["prompt_id"], r["prompt"], r["reference_answer"], self.tag) for r in recs]
             hooks = task_hooks(task_name, {r["prompt"]: r for r in recs})
-            search(trees, model, policy_p_true(model, task_name), hooks, self.cfg, self.seed,
-                   on_call=lambda kind, n: calls.inc())
+            search(trees, model, policy_p_true(model, task_name), hooks, self.cfg, self.seed, on_call=on_call)
             for rec, tree in zip(recs, trees):
                 if tree.failure is not None:
                     results.append(PredictionResult(rec, tree.failure))
                     continue
                 rows = node_rows(tree, self.cfg.gamma)
-                beam.metrics.Metrics.counter(NAMESPACE, "nodes").inc(len(rows))
+                n_nodes += len(rows)
                 results.append(PredictionResult(rec, rows))
-        log.info("[mcts] searched %d trees", len(results))
+        beam.metrics.Metrics.counter(NAMESPACE, "nodes").inc(n_nodes)
+        self._progress.add(len(results), nodes=n_nodes, model_calls=calls[0])
         return results
 
 
 class SearchTrees(beam.PTransform):
     """Prompt records -> tree_nodes rows (`.rows`) and a dead letter per tree whose search failed (`[DEAD]`)."""
 
-    def __init__(self, handler: MCTSModelHandler, trees_per_batch: int):
+    def __init__(self, searcher: SearchBatch, trees_per_batch: int):
         super().__init__()
-        self.handler, self.trees_per_batch = handler, trees_per_batch
+        self.searcher, self.trees_per_batch = searcher, trees_per_batch
 
     def expand(self, prompts):
         from apache_beam.ml.inference.base import RunInference
@@ -124,6 +140,6 @@ class SearchTrees(beam.PTransform):
         return (
             prompts
             | "Batch" >> DeterministicBatches(self.trees_per_batch)
-            | "Search" >> RunInference(self.handler)
+            | "Search" >> RunInference(self.searcher.handler())
             | "Rows" >> beam.FlatMap(rows).with_outputs(DEAD, main="rows")
         )

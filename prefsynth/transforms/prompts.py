@@ -513,7 +513,7 @@ class SelectPrompts(beam.PTransform):
     def __init__(self, split: str, max_prompts: int | None):
         super().__init__()
         if split not in (*SPLITS, "all"):
-            raise ValueError(f"params.yaml: split must be train, test or all, got {split!r}")
+            raise ValueError(f"params.yaml: split must be one of {', '.join(SPLITS)} or all, got {split!r}")
         self.split, self.max_prompts = split, max_prompts
 
     def expand(self, prompts):
@@ -529,3 +529,16 @@ class SelectPrompts(beam.PTransform):
             prompts = prompts | "KeepFirst" >> beam.Filter(lambda r, ids: r["prompt_id"] in ids,
                                                            beam.pvalue.AsSingleton(first_ids))
         return prompts
+
+
+def selected_count(prompts_path: str, split: str, max_prompts: int | None) -> int | None:
+    """How many prompts `SelectPrompts(split, max_prompts)` keeps (for a progress total); None when
+    the prompts cannot be read here (e.g. a remote path the driver cannot list)."""
+    from prefsynth.schemas.io import read_table
+
+    try:
+        splits = read_table(prompts_path, columns=["split"]).column("split").to_pylist()
+    except Exception:  # noqa: BLE001 - a progress total is a nicety, never a failure
+        return None
+    n = len(splits) if split == "all" else sum(s == split for s in splits)
+    return min(n, max_prompts) if max_prompts else n

@@ -159,6 +159,9 @@ def train_estimator(policy_path: str, trusted: Sequence[dict], out_dir: str, *, 
         disable_tqdm=True, seed=seed_for(seed, "upo", "estimator_train") % (2 ** 31), dataset_num_proc=None,
         activation_checkpointing=False)
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    from prefsynth.pipelines.stage import attach_trainer_progress
+
+    attach_trainer_progress(trainer, "prune", unit="estimator steps")
     trainer.train()
     return trainer.model, tok
 
