@@ -12,7 +12,8 @@ EASY = {
     "seed": 3,
     # one addition of numbers up to 30: ~960 problems, so the held-out half is unseen but learnable
     "arith": {"min_ops": 1, "max_ops": 1, "operand_max": 30, "operators": "+"},
-    "prompts": {"n_prompts": 300, "test_fraction": 0.5},
+    # half the problems held out (validation, where bootstrap measures itself, and test)
+    "prompts": {"n_prompts": 300, "test_fraction": 0.3, "validation_fraction": 0.2},
     "bootstrap": {"max_steps": 300, "batch_size": 32, "learning_rate": 0.003, "warmup_steps": 20,
                   "eval_prompts": 60, "eval_sample_prompts": 30, "eval_samples": 4},
 }
@@ -31,6 +32,7 @@ def test_small_bootstrap_learns(tmp_path):
     # a guess would be right ~1/60 of the time; it must do far better on unseen problems
     assert m["greedy_accuracy"] > 0.3, m
     assert m["per_step_accuracy"] > 0.3, m
+    assert m["eval_split"] == "validation"
     for key in ("mixed_fraction", "self_eval_accuracy", "train_seconds"):
         assert key in m
 

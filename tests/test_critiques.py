@@ -130,7 +130,7 @@ def test_critique_pairs_on_a_hand_case():
 def _prompt_records(n):
     recs = []
     for i, problem in enumerate(arith.generate_problems(arith.ArithConfig(), 5, "test-critiques", 0, n)):
-        recs.append({"prompt_id": f"p{i:03d}", "split": "test" if i % 4 == 0 else "train", "task": "arith",
+        recs.append({"prompt_id": f"p{i:03d}", "split": "validation" if i % 4 == 0 else "train", "task": "arith",
                      "prompt": problem.prompt, "messages": None, "question": problem.expression,
                      "reference_answer": str(problem.answer), "reference_solution": problem.solution,
                      "source": "test", "metadata": "{}"})

@@ -179,16 +179,20 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("bootstrap: the tiny policy is for the arith world; set bootstrap.model to a real "
                          "model for other tasks")
     records = read_records(args.prompts)
-    test = sorted((r for r in records if r["split"] == "test"), key=lambda r: r["prompt_id"])
-    metrics = train_tiny_policy(params, {r["question"] for r in test}, str(out))
+    # neither validation nor test problems are trained on; policy-0 is measured here on validation
+    # (the test split is read by evaluate only)
+    held = [r for r in records if r["split"] in ("validation", "test")]
+    val = sorted((r for r in held if r["split"] == "validation"), key=lambda r: r["prompt_id"])
+    metrics = train_tiny_policy(params, {r["question"] for r in held}, str(out))
 
     from prefsynth.backends.transformers_backend import TransformersBackend
     from prefsynth.evaluation import arith_policy_metrics
 
     t0 = time.perf_counter()
     backend = TransformersBackend(str(out), device="cpu", batch_size=512)
+    metrics["eval_split"] = "validation"
     metrics.update(arith_policy_metrics(
-        backend, test, params.seed, cfg.eval_prompts, cfg.eval_sample_prompts, cfg.eval_samples,
+        backend, val, params.seed, cfg.eval_prompts, cfg.eval_sample_prompts, cfg.eval_samples,
         cfg.eval_temperature))
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
     metrics["trained"] = True

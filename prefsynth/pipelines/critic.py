@@ -78,7 +78,10 @@ def build_examples(params: Params, prompts: list[dict], responses: list[dict], t
     cfg = params.critic
     by_id = {p["prompt_id"]: p for p in prompts}
     held = {pid for pid, p in by_id.items() if critic_holdout(params.seed, p, cfg.heldout_fraction)}
-    held_questions = {by_id[pid]["question"] for pid in held}
+    # the planted half of the held-out set is drawn from validation problems: none of them is trained on
+    val_prompts = sorted((p for p in prompts if p["split"] == "validation" and p["task"] == arith.NAME),
+                         key=lambda p: p["prompt_id"])
+    held_questions = {by_id[pid]["question"] for pid in held} | {p["question"] for p in val_prompts}
     n_total = cfg.max_steps * cfg.batch_size
     train_p, train_c, n_correct, skipped = [], [], 0, 0
     heldout: list[dict] = []
@@ -130,12 +133,11 @@ def build_examples(params: Params, prompts: list[dict], responses: list[dict], t
                 want_correct -= 1
         index += len(batch)
 
-    # held out: half policy responses of held-out prompts, half test problems (canonical or planted)
+    # held out: half policy responses of held-out prompts, half validation problems (canonical or
+    # planted); the test split is read by evaluate only
     half = cfg.eval_examples // 2
     heldout = heldout[:half]
-    tests = sorted((p for p in prompts if p["split"] == "test" and p["task"] == arith.NAME),
-                   key=lambda p: p["prompt_id"])
-    for prompt in tests[: cfg.eval_examples - len(heldout)]:
+    for prompt in val_prompts[: cfg.eval_examples - len(heldout)]:
         problem = arith.parse_expression(prompt["question"])
         rng = random.Random(seed_for(params.seed, prompt["prompt_id"], "critic/eval"))
         steps = arith.planted_error_steps(problem, rng)[0] if rng.random() < 0.5 else problem.solution_steps

@@ -190,10 +190,10 @@ def critique_accuracy(pairs: Iterable[tuple[int | None, int | None]]) -> dict:
 
 
 def critic_holdout(seed: int, prompt: dict, fraction: float) -> bool:
-    """Is this prompt held out from critic training? Every test-split prompt, and a fixed
-    `fraction` of the others by hash of (seed, prompt_id): the split is by prompt, so no
+    """Is this prompt held out from critic training? Every validation- and test-split prompt, and a
+    fixed `fraction` of the others by hash of (seed, prompt_id): the split is by prompt, so no
     problem is both trained on and evaluated."""
-    return prompt["split"] == "test" or unit_hash(seed, prompt["prompt_id"], "critic/holdout") < fraction
+    return prompt["split"] in ("validation", "test") or unit_hash(seed, prompt["prompt_id"], "critic/holdout") < fraction
 
 
 def critique_pairs(rows: Iterable[dict], seed: int = 0) -> list[dict]:
