@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "prefsynth"
 # non-Python files a module reads from beside it (module -> files or folders, relative to the repo)
 RESOURCES = {
-    "prefsynth/transforms/judges.py": ["prefsynth/templates"],
+    "prefsynth/transforms/judges/templates.py": ["prefsynth/templates"],
     "prefsynth/transforms/critiques.py": ["prefsynth/templates/critique.txt", "prefsynth/templates/critique_chat.txt"],
     "prefsynth/pipelines/card.py": ["prefsynth/schemas/card_template.md"],
 }

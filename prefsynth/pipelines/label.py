@@ -5,7 +5,7 @@ OmegaPRM (binary search for the first wrong step with fewer rollouts). metrics/l
 scores the detected first wrong step against the exact verifier in the arith world, and the
 rollouts each method spent.
 
-LLM judges (transforms/judges.py: P(True), pointwise Likert, pairwise A/B in both orders, TICK)
+LLM judges (transforms/judges/: P(True), pointwise Likert, pairwise A/B in both orders, TICK)
 run through the backend protocol with the policy itself or another model as judge. The
 `quality` section of the metrics scores every labeler against the verifier where ground truth
 exists (accuracy, ECE, Brier, AUROC, mean confidence), with the pairwise position-inconsistency

@@ -2,6 +2,6 @@
 
 Placeholders are `{{name}}`; `{{#name}}...{{/name}}` keeps a block only when `name` has a value
 (e.g. the reference answer). Point `label.judge.template_dir` at a folder holding files of the
-same names to override any of them. See prefsynth/transforms/judges.py for which names each
+same names to override any of them. See prefsynth/transforms/judges/templates.py for which names each
 template may use.
 """
