@@ -1,0 +1,57 @@
+"""The bootstrap and critic stages: the two tiny character-level models trained here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefsynth.config.fields import keys_in_order
+from prefsynth.config.fields import option as _f
+
+
+@dataclass
+class TinyModelConfig:
+    """What every tiny model trained by prefsynth (policy-0, the critic) is set with: its shape and
+    its optimizer. A subclass sets its own context length and step budget."""
+
+    n_layer: int = _f(2, "Tiny model: transformer layers.")
+    n_embd: int = _f(64, "Tiny model: width.")
+    n_head: int = _f(2, "Tiny model: attention heads.")
+    n_positions: int = _f(96, "Tiny model: context length in characters.")
+    max_steps: int = _f(2400, "Optimizer steps (budget by steps, not seconds: results are step-sensitive).")
+    batch_size: int = _f(64, "Sequences per optimizer step.")
+    learning_rate: float = _f(3e-3, "AdamW peak learning rate.")
+    warmup_steps: int = _f(50, "Linear warm-up steps before the cosine decay.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    torch_threads: int = _f(2, "CPU threads for torch (fixed so runs are reproducible).")
+
+
+@keys_in_order("model", "n_layer", "n_embd", "n_head", "n_positions", "dropout", "max_steps", "batch_size",
+               "learning_rate", "warmup_steps", "weight_decay", "self_eval_fraction", "eval_prompts", "eval_samples",
+               "eval_sample_prompts", "eval_temperature", "torch_threads")
+@dataclass
+class BootstrapConfig(TinyModelConfig):
+    model: str | None = _f(None, "A real policy (local path or Hub id): skip training and record it. "
+                           "null: train the tiny arith policy.")
+    dropout: float = _f(0.0, "Tiny policy: dropout during bootstrap training (UPO's MC dropout sets its own).")
+    self_eval_fraction: float = _f(0.3, "Share of training examples that teach the self-evaluation question.")
+    eval_prompts: int = _f(500, "Held-out test prompts used to measure the bootstrap policy.")
+    eval_samples: int = _f(8, "Samples per prompt to measure contrast (prompts with right and wrong samples).")
+    eval_sample_prompts: int = _f(200, "Test prompts used for the sampled contrast measurement.")
+    eval_temperature: float = _f(0.8, "Sampling temperature of the contrast measurement.")
+
+
+@keys_in_order("enabled", "n_layer", "n_embd", "n_head", "n_positions", "max_steps", "batch_size", "learning_rate",
+               "warmup_steps", "weight_decay", "correct_fraction", "max_response_examples", "heldout_fraction",
+               "eval_examples", "torch_threads")
+@dataclass
+class CriticConfig(TinyModelConfig):
+    enabled: bool = _f(True, "Train the tiny critic (arith runs only; other runs skip the stage cleanly).")
+    n_positions: int = _f(320, "Tiny critic: context in characters (critic prompt + critique); longer examples are "
+                          "skipped.")
+    max_steps: int = _f(500, "Optimizer steps (budget by steps: the whole default dvc repro must stay short).")
+    correct_fraction: float = _f(0.5, "Target share of truly-correct solutions among training examples "
+                                 "(planted errors and canonical solutions fill up to it).")
+    max_response_examples: int | None = _f(None, "Critiques of policy responses used for training at most "
+                                           "(a seeded subset); null: all of the trained-on prompts'.")
+    heldout_fraction: float = _f(0.1, "Share of train-split prompts (by hash) held out with every test prompt.")
+    eval_examples: int = _f(600, "Held-out critiques generated to measure the critic (half responses, half planted).")
