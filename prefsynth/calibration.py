@@ -12,11 +12,29 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from prefsynth.evaluation import auroc  # one implementation (Mann-Whitney U, ties counted half)
-
 __all__ = ["ReliabilityBin", "auroc", "accuracy", "brier", "ece", "reliability_bins", "quality", "N_BINS"]
 
 N_BINS = 10
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with ties counted half); None without both classes."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return None
+    ranked = sorted((s, y) for s, y in zip(scores, labels))
+    # average ranks over ties
+    i = 0
+    rank_sum_pos = 0.0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        avg = (i + j + 1) / 2.0
+        rank_sum_pos += avg * sum(1 for k in range(i, j) if ranked[k][1])
+        i = j
+    return (rank_sum_pos - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg))
 
 
 @dataclass

@@ -10,28 +10,9 @@ import random
 from typing import Sequence
 
 from prefsynth.backends.base import Backend, SamplingParams
+from prefsynth.calibration import auroc
 from prefsynth.ids import seed_for
 from prefsynth.tasks import arith
-
-
-def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with ties counted half); None without both classes."""
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    if not pos or not neg:
-        return None
-    ranked = sorted((s, y) for s, y in zip(scores, labels))
-    # average ranks over ties
-    i = 0
-    rank_sum_pos = 0.0
-    while i < len(ranked):
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        avg = (i + j + 1) / 2.0
-        rank_sum_pos += avg * sum(1 for k in range(i, j) if ranked[k][1])
-        i = j
-    return (rank_sum_pos - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg))
 
 
 def _seed(global_seed: int, prompt_id: str, purpose: str) -> int:

@@ -50,6 +50,17 @@ class Completion:
         return self.sum_logprob / len(self.logprobs) if self.logprobs else None
 
 
+@dataclass
+class GenerationFailure:
+    """A request that failed after every retry (goes to dead letters, never becomes a None label).
+
+    Any backend may return one in place of a prompt's completions; the stages record it."""
+
+    error_type: str
+    message: str
+    raw_output: str | None = None
+
+
 class Backend(Protocol):
     name: str
 

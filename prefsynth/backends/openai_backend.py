@@ -30,22 +30,12 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from prefsynth.backends.base import Completion, SamplingParams
+from prefsynth.backends.base import Completion, GenerationFailure, SamplingParams  # noqa: F401 - GenerationFailure: also importable from here
 from prefsynth.backends.transformers_backend import sample_seed
 
 log = logging.getLogger("prefsynth")
-
-
-@dataclass
-class GenerationFailure:
-    """A request that failed after every retry (goes to dead letters, never becomes a None label)."""
-
-    error_type: str
-    message: str
-    raw_output: str | None = None
 
 
 class BadResponse(Exception):

@@ -37,8 +37,8 @@ from prefsynth.transforms.critiques import (
     load_template,
     rule_critiques,
 )
+from prefsynth.transforms.batching import DeterministicBatches
 from prefsynth.transforms.deadletters import DEAD, count_dropped
-from prefsynth.transforms.generate import DeterministicBatches
 from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt
 from prefsynth.transforms.model_handler import worker_total
 

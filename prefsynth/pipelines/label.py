@@ -33,9 +33,8 @@ from prefsynth.config import Params, load_params
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import WriteDataset, count_rows, read_records, read_table
 from prefsynth.tasks import get_task
-from prefsynth.transforms.deadletters import count_dropped
-from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
-from prefsynth.transforms.deadletters import DEAD
+from prefsynth.transforms.batching import NAMESPACE, DeterministicBatches
+from prefsynth.transforms.deadletters import DEAD, count_dropped
 from prefsynth.transforms.judges import LABELERS as JUDGE_LABELERS
 from prefsynth.transforms.label_beam import EmitJudgeLabels, JudgeBatch, MCLabelBatch, judge_target, verifier_rows
 from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt

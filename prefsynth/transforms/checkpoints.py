@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from prefsynth.backends.base import Completion
-from prefsynth.backends.openai_backend import GenerationFailure
+from prefsynth.backends.base import GenerationFailure
 from prefsynth.ids import content_id
 
 log = logging.getLogger("prefsynth")

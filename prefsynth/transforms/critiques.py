@@ -267,7 +267,7 @@ class CritiqueBatch:
             from prefsynth.pipelines.stage import Progress
 
             self._progress = Progress(self.stage, total=self.total, unit="responses (model critic)")
-        from prefsynth.backends.openai_backend import GenerationFailure
+        from prefsynth.backends.base import GenerationFailure
         from prefsynth.transforms.generate import fit_prompt
 
         from prefsynth.prompting import has_chat_template
@@ -306,7 +306,7 @@ class ToModelCritiques(beam.DoFn):
         self.stage, self.critic_model = stage, critic_model
 
     def process(self, result: PredictionResult):
-        from prefsynth.backends.openai_backend import GenerationFailure
+        from prefsynth.backends.base import GenerationFailure
 
         (resp, prompt), (critic_prompt, out) = result.example, result.inference
         if isinstance(out, GenerationFailure):

@@ -15,17 +15,16 @@ from typing import Any, Sequence
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
 
-from prefsynth.backends.base import Completion, SamplingParams
-from prefsynth.backends.openai_backend import GenerationFailure
+from prefsynth.backends.base import Completion, GenerationFailure, SamplingParams
 from prefsynth.config import PolicyConfig
 from prefsynth.ids import content_id, seed_for
 from prefsynth.tasks import get_task
 from prefsynth.transforms.checkpoints import BatchCheckpoints
+from prefsynth.transforms.batching import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.deadletters import DEAD, count_in, emit_dead
 from prefsynth.transforms.model_handler import BackendModelHandler
 
 log = logging.getLogger("prefsynth")
-NAMESPACE = "prefsynth"
 
 
 # ---- pure core ---------------------------------------------------------------------------------
@@ -220,38 +219,6 @@ class ToResponses(beam.DoFn):
                       type(err).__name__, err)
             raise RuntimeError(f"[{self.stage}] record {rec['prompt_id']}: {type(err).__name__}: {err}") from err
         yield from rows
-
-
-def _index_batches(ids: list[str], per_batch: int) -> dict[str, int]:
-    return {pid: i // per_batch for i, pid in enumerate(sorted(ids))}
-
-
-class DeterministicBatches(beam.PTransform):
-    """Records -> lists of `per_batch` records, the same lists whatever the runner or worker count.
-
-    Model outputs are floating point: a prompt's log-probs can change in the last bits with the
-    padding of the batch it shares. Fixing each batch's members (consecutive ids) and order makes
-    the bytes independent of how Beam bundled the records.
-    """
-
-    def __init__(self, per_batch: int, key: str = "prompt_id"):
-        super().__init__()
-        self.per_batch, self.key = per_batch, key
-
-    def expand(self, records):
-        key, per_batch = self.key, self.per_batch
-        index = (
-            records
-            | "Ids" >> beam.Map(lambda r: r[key])
-            | "AllIds" >> beam.combiners.ToList()
-            | "BatchIndex" >> beam.Map(_index_batches, per_batch)
-        )
-        return (
-            records
-            | "KeyByBatch" >> beam.Map(lambda r, idx: (idx[r[key]], r), beam.pvalue.AsSingleton(index))
-            | "GroupBatch" >> beam.GroupByKey()
-            | "SortBatch" >> beam.MapTuple(lambda _, rs: sorted(rs, key=lambda r: r[key]))
-        )
 
 
 class GenerateResponses(beam.PTransform):

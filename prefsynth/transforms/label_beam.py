@@ -10,7 +10,7 @@ from apache_beam.ml.inference.base import PredictionResult
 from prefsynth.config import PolicyConfig
 from prefsynth.ids import content_id
 from prefsynth.tasks import get_task
-from prefsynth.transforms.generate import NAMESPACE
+from prefsynth.transforms.batching import NAMESPACE
 from prefsynth.transforms.model_handler import BackendModelHandler
 from prefsynth.transforms.mc_labels import (
     MCLabelConfig,

@@ -10,8 +10,8 @@ from apache_beam.ml.inference.base import PredictionResult
 
 from prefsynth.config import PolicyConfig
 from prefsynth.tasks import get_task
+from prefsynth.transforms.batching import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.deadletters import DEAD
-from prefsynth.transforms.generate import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.mcts import MCTSConfig, TaskHooks, new_tree, node_rows, search
 from prefsynth.transforms.model_handler import BackendModelHandler
 
