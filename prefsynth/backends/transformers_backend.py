@@ -91,6 +91,7 @@ def sample_seed(request_seed: int, index: int) -> int:
 class TransformersBackend:
     name = "transformers"
     MIN_ROWS = 8
+    FULL_LOGITS_MAX_VOCAB = 4096  # above it the prefill computes the last position's logits only
 
     def __init__(self, model_path: str, device: str | None = None, batch_size: int = 256,
                  torch_dtype: str | None = None, model=None, tokenizer=None, pad_multiple: int = 32):
@@ -172,10 +173,14 @@ class TransformersBackend:
         input_ids, attn = self._left_pad(prompt_ids, width)
         dev = input_ids.device
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        # off the CPU only the last position's logits are computed ([rows, width, vocab] would be
-        # GBs at batch 256 with a 150k vocabulary); the CPU keeps the full lm_head call, whose
-        # last-position bits are those every earlier run produced
-        keep = {"logits_to_keep": 1} if dev.type != "cpu" and self._takes_logits_to_keep() else {}
+        # only the last position's logits are computed where the vocabulary is large ([rows, width,
+        # vocab] is GBs at batch 256 with a 150k vocabulary, and on a CPU a 49k-vocabulary lm_head
+        # over every prompt position costs ~20% of the prefill) or off the CPU; a small-vocabulary
+        # model on the CPU (the tiny policy) keeps the full lm_head call, whose last-position bits
+        # are those every earlier run produced
+        large_vocab = (getattr(self.model.config, "vocab_size", 0) or 0) > self.FULL_LOGITS_MAX_VOCAB
+        keep = ({"logits_to_keep": 1} if (dev.type != "cpu" or large_vocab) and self._takes_logits_to_keep()
+                else {})
         out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, **keep)
         past, logits = out.past_key_values, out.logits[:, -1, :]
         if n > 1:  # one prefill per prompt, shared by its n samples
