@@ -9,7 +9,6 @@ metrics/bootstrap.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from prefsynth.config import Params, load_params
 from prefsynth.ids import seed_for
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import attach_trainer_progress, write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import arith
@@ -158,11 +158,9 @@ def train_tiny_policy(params: Params, exclude: set[str], out_dir: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth bootstrap", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("bootstrap", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
-    ap.add_argument("--out", default="models/policy-0")
-    ap.add_argument("--metrics", default="metrics/bootstrap.json")
+    add_outputs(ap, out="models/policy-0", metrics="metrics/bootstrap.json")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = params.bootstrap

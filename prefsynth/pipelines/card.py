@@ -11,7 +11,6 @@ the token comes from HF_TOKEN or the HF login and is never printed or written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -22,6 +21,7 @@ import yaml
 
 from prefsynth import __version__
 from prefsynth.config import load_params, to_dict
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import write_metrics
 from prefsynth.schemas import SCHEMA_VERSION
 from prefsynth.schemas.io import dataset_files, read_table
@@ -246,9 +246,8 @@ def push(folder: str, repo_id: str, dry_run: bool, private: bool = True) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth card", description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="card")
+    ap = stage_parser("card", __doc__.splitlines()[0])
+    add_outputs(ap, out="card")
     ap.add_argument("--metrics-dir", nargs="+", default=["metrics"],
                     help="metrics folders to summarise (the shared one and the published round's)")
     ap.add_argument("--round-dir", default=None, help="the round whose data is published, e.g. data/round-1")

@@ -13,7 +13,6 @@ truly-wrong), for policy responses and planted errors separately.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
@@ -25,6 +24,7 @@ from pathlib import Path
 from prefsynth.config import Params, load_params
 from prefsynth.ids import seed_for, unit_hash
 from prefsynth.pipelines.bootstrap import tokenize_examples, train_tiny_sft
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import arith
@@ -206,12 +206,10 @@ def skip_reason(params) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth critic", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("critic", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--responses", default="data/responses")
-    ap.add_argument("--out", default="models/critic")
-    ap.add_argument("--metrics", default="metrics/critic.json")
+    add_outputs(ap, out="models/critic", metrics="metrics/critic.json")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     skip = skip_reason(params)

@@ -11,7 +11,6 @@ on (`critic.heldout_fraction`), since most responses' prompts were in its traini
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import json
@@ -23,6 +22,7 @@ import apache_beam as beam
 from prefsynth.backends.base import SamplingParams
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import WriteDataset, count_rows, read_records, read_table
 from prefsynth.transforms.critiques import (
@@ -119,15 +119,11 @@ def critique_metrics(rows: list[dict], prompts: dict[str, dict], params: Params)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth critiques", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("critiques", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--responses", default="data/responses")
     ap.add_argument("--critic", default="models/critic", help="the model critic when critiques.model_critic.model is null")
-    ap.add_argument("--out", default="data/critiques")
-    ap.add_argument("--dead", default="data/deadletter/critiques")
-    ap.add_argument("--metrics", default="metrics/critiques.json")
-    ap.add_argument("--reports", default="reports")
+    add_outputs(ap, out="data/critiques", dead="data/deadletter/critiques", metrics="metrics/critiques.json", reports=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     unknown = sorted(set(params.critiques.critics) - set(CRITICS))

@@ -12,7 +12,6 @@ model and GSM8K-style prompts the stage reports the same numbers.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import logging
@@ -24,6 +23,7 @@ from prefsynth.backends.base import SamplingParams
 from prefsynth.backends.factory import release_backends, resolve_model, shared_backend
 from prefsynth.config import EvaluateConfig, load_params
 from prefsynth.ids import seed_for
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import get_task
@@ -130,12 +130,11 @@ def with_deltas(results: dict, baseline: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth evaluate", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("evaluate", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--policies", nargs="+", default=["models/policy-0", "models/policy-1"],
                     help="policy directories, first = the baseline the deltas are against")
-    ap.add_argument("--metrics", default="metrics/evaluate.json")
+    add_outputs(ap, metrics="metrics/evaluate.json")
     ap.add_argument("--plots", default="plots/accuracy.csv")
     args = ap.parse_args(argv)
     params = load_params(args.params)

@@ -7,7 +7,6 @@ requests that fail after retries go to data/deadletter/generate with the raw out
 
 from __future__ import annotations
 
-import argparse
 import collections
 
 import apache_beam as beam
@@ -15,6 +14,7 @@ import apache_beam as beam
 from prefsynth.backends.base import SamplingParams
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_table
 from prefsynth.transforms.deadletters import DEAD
@@ -49,15 +49,11 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth generate", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("generate", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--policy", default="models/policy-0", help="the policy directory of this round")
     ap.add_argument("--iteration", type=int, default=0)
-    ap.add_argument("--out", default="data/responses")
-    ap.add_argument("--dead", default="data/deadletter/generate")
-    ap.add_argument("--metrics", default="metrics/generate.json")
-    ap.add_argument("--reports", default="reports", help="where Data Docs of the validation go")
+    add_outputs(ap, out="data/responses", dead="data/deadletter/generate", metrics="metrics/generate.json", reports=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     model = resolve_model(args.policy, params.policy)

@@ -19,7 +19,6 @@ when it produced labels; dead when the judge failed or its output could not be p
 
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import dataclasses
@@ -30,6 +29,7 @@ import apache_beam as beam
 from prefsynth import calibration
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import WriteDataset, count_rows, read_records, read_table
 from prefsynth.tasks import get_task
@@ -291,15 +291,11 @@ def write_reliability(plots_dir: str, rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth label", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("label", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--responses", default="data/responses")
     ap.add_argument("--policy", default="models/policy-0")
-    ap.add_argument("--out", default="data/labels")
-    ap.add_argument("--dead", default="data/deadletter/label")
-    ap.add_argument("--metrics", default="metrics/labels.json")
-    ap.add_argument("--reports", default="reports")
+    add_outputs(ap, out="data/labels", dead="data/deadletter/label", metrics="metrics/labels.json", reports=True)
     ap.add_argument("--plots", default=None, help="folder of reliability-diagram CSVs (one per labeler and "
                     "target kind); default plots/reliability beside the default metrics, else <metrics>_reliability/")
     args = ap.parse_args(argv)

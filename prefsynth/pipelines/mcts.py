@@ -7,7 +7,6 @@ with the policy's single samples, and Q of correct steps with Q of wrong ones.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import apache_beam as beam
 
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, count_distinct, read_records, read_table
 from prefsynth.tasks import get_task
@@ -73,17 +73,13 @@ def tree_metrics(nodes: list[dict], prompts: dict[str, dict], responses: list[di
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth mcts", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("mcts", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--policy", default="models/policy-0")
     ap.add_argument("--iteration", type=int, default=0)
     ap.add_argument("--responses", default="data/responses",
                     help="the same policy's samples, to compare the search with (optional)")
-    ap.add_argument("--out", default="data/trees")
-    ap.add_argument("--dead", default="data/deadletter/mcts")
-    ap.add_argument("--metrics", default="metrics/mcts.json")
-    ap.add_argument("--reports", default="reports")
+    add_outputs(ap, out="data/trees", dead="data/deadletter/mcts", metrics="metrics/mcts.json", reports=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     model = resolve_model(args.policy, params.policy)

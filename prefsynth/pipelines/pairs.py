@@ -13,12 +13,12 @@ these candidates (self-consistency agreement, UPO) into data/pairs, which traini
 
 from __future__ import annotations
 
-import argparse
 import collections
 
 import apache_beam as beam
 
 from prefsynth.config import Params, load_params
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import METRICS_NAMESPACE, ReadDataset, WriteDataset, read_records, read_table
 from prefsynth.tasks import get_task
@@ -213,17 +213,13 @@ def pseudo_label_report(responses: list[dict], prompts: dict[str, dict], borda_p
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth pairs", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("pairs", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--responses", default="data/responses")
     ap.add_argument("--labels", default="data/labels")
     ap.add_argument("--trees", default="data/trees")
     ap.add_argument("--critiques", default=None, help="data/critiques: also build critique pairs")
-    ap.add_argument("--out", default="data/candidates")
-    ap.add_argument("--dead", default="data/deadletter/pairs")
-    ap.add_argument("--metrics", default="metrics/pairs.json")
-    ap.add_argument("--reports", default="reports")
+    add_outputs(ap, out="data/candidates", dead="data/deadletter/pairs", metrics="metrics/pairs.json", reports=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     paths = {"prompts": args.prompts, "responses": args.responses, "labels": args.labels, "trees": args.trees,

@@ -6,12 +6,12 @@ gets a stable content-hash id and a train/test split fixed by (seed, id).
 
 from __future__ import annotations
 
-import argparse
 import collections
 
 import apache_beam as beam
 
 from prefsynth.config import Params, load_params
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.prompting import PromptRenderer, load_tokenizer, resolve_tokenizer_path
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import WriteDataset, read_table
@@ -84,12 +84,8 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth prompts", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/prompts")
-    ap.add_argument("--dead", default="data/deadletter/prompts")
-    ap.add_argument("--metrics", default="metrics/prompts.json")
-    ap.add_argument("--reports", default="reports", help="where Data Docs of the validation go")
+    ap = stage_parser("prompts", __doc__)
+    add_outputs(ap, out="data/prompts", dead="data/deadletter/prompts", metrics="metrics/prompts.json", reports=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     tokenizer = resolve_tokenizer_path(params.prompting, params.bootstrap.model, params.policy.model)

@@ -25,7 +25,6 @@ before and after each filter, with the fraction kept, on prompts the estimator n
 
 from __future__ import annotations
 
-import argparse
 import collections
 import logging
 import tempfile
@@ -38,6 +37,7 @@ import numpy as np
 
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.pairs import truly_better
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, dataset_files, read_records, read_table
@@ -362,16 +362,12 @@ def build(pipeline, params: Params, pairs: list[dict], dropped: dict, prompts: d
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth prune", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("prune", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--responses", default="data/responses")
     ap.add_argument("--candidates", default="data/candidates")
     ap.add_argument("--policy", default="models/policy-0", help="backbone of the UPO estimator")
-    ap.add_argument("--out", default="data/pairs")
-    ap.add_argument("--dead", default="data/deadletter/prune")
-    ap.add_argument("--metrics", default="metrics/selection.json")
-    ap.add_argument("--reports", default="reports")
+    add_outputs(ap, out="data/pairs", dead="data/deadletter/prune", metrics="metrics/selection.json", reports=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     start = time.perf_counter()

@@ -15,7 +15,6 @@ every backend loads it; prm and reward write the scorer to the same place.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, TrainConfig, load_params
 from prefsynth.ids import seed_for
+from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import attach_trainer_progress, write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import get_task
@@ -229,13 +229,11 @@ def _count(values) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="prefsynth train", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("train", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--pairs", default="data/pairs")
     ap.add_argument("--policy", default="models/policy-0", help="the policy trained from (round r-1)")
-    ap.add_argument("--out", default="models/policy-1")
-    ap.add_argument("--metrics", default="metrics/train.json")
+    add_outputs(ap, out="models/policy-1", metrics="metrics/train.json")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     base = resolve_model(args.policy, params.policy)
