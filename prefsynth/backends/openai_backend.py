@@ -32,7 +32,7 @@ import math
 import os
 from typing import Callable, Sequence
 
-from prefsynth.backends.base import Completion, GenerationFailure, SamplingParams  # noqa: F401 - GenerationFailure: also importable from here
+from prefsynth.backends.base import Completion, GenerationFailure, SamplingParams
 from prefsynth.backends.transformers_backend import sample_seed
 
 log = logging.getLogger("prefsynth")
