@@ -34,9 +34,9 @@ class BootstrapConfig(TinyModelConfig):
                            "null: train the tiny arith policy.")
     dropout: float = _f(0.0, "Tiny policy: dropout during bootstrap training (UPO's MC dropout sets its own).")
     self_eval_fraction: float = _f(0.3, "Share of training examples that teach the self-evaluation question.")
-    eval_prompts: int = _f(500, "Held-out test prompts used to measure the bootstrap policy.")
+    eval_prompts: int = _f(500, "Validation prompts used to measure the bootstrap policy (never trained on).")
     eval_samples: int = _f(8, "Samples per prompt to measure contrast (prompts with right and wrong samples).")
-    eval_sample_prompts: int = _f(200, "Test prompts used for the sampled contrast measurement.")
+    eval_sample_prompts: int = _f(200, "Validation prompts used for the sampled contrast measurement.")
     eval_temperature: float = _f(0.8, "Sampling temperature of the contrast measurement.")
 
 
