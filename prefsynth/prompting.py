@@ -77,6 +77,9 @@ class PromptRenderer:
         self.cfg, self.tokenizer = cfg, tokenizer
         self.chat = cfg.format == "chat" or (cfg.format == "auto" and tokenizer is not None
                                                and bool(getattr(tokenizer, "chat_template", None)))
+        # what every prompt of a task shares (system prompt, few-shot examples), rendered once per
+        # task: `render` then adds only the question (the config is fixed for the renderer's life)
+        self._shared: dict = {}
 
     @property
     def mode(self) -> str:
@@ -87,21 +90,32 @@ class PromptRenderer:
             return task.user_message(question)
         return f"{question.strip()}\n{self.cfg.instruction}" if self.cfg.instruction else question.strip()
 
+    def _shared_parts(self, task) -> tuple[list[dict], str]:
+        """(the messages before the question's user turn, the plain text before the question's
+        prompt) of `task`: system prompt and few-shot examples, built once per task."""
+        shared = self._shared.get(id(task))  # by identity (the task is kept, so its id stays its own)
+        if shared is None or shared[0] is not task:
+            msgs = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
+            for shot in self.cfg.few_shot:
+                msgs += [{"role": "user", "content": self._user(task, shot["question"])},
+                         {"role": "assistant", "content": shot["answer"].strip()}]
+            shots = "".join(task.format_prompt(s["question"]) + s["answer"].strip() + "\n\n"
+                            for s in self.cfg.few_shot)
+            system = f"{self.cfg.system_prompt.strip()}\n\n" if self.cfg.system_prompt else ""
+            shared = self._shared[id(task)] = (task, msgs, system + shots)
+        return shared[1], shared[2]
+
     def messages(self, task, question: str) -> list[dict]:
-        msgs = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
-        for shot in self.cfg.few_shot:
-            msgs += [{"role": "user", "content": self._user(task, shot["question"])},
-                     {"role": "assistant", "content": shot["answer"].strip()}]
-        return msgs + [{"role": "user", "content": self._user(task, question)}]
+        before, _ = self._shared_parts(task)
+        # fresh dicts: a caller may change one record's messages without touching the others'
+        return [dict(m) for m in before] + [{"role": "user", "content": self._user(task, question)}]
 
     def render(self, task, question: str) -> tuple[str, list[dict]]:
-        msgs = self.messages(task, question)
         if self.chat:
+            msgs = self.messages(task, question)
             text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             return text, msgs
-        shots = "".join(task.format_prompt(s["question"]) + s["answer"].strip() + "\n\n" for s in self.cfg.few_shot)
-        system = f"{self.cfg.system_prompt.strip()}\n\n" if self.cfg.system_prompt else ""
-        text = system + shots + task.format_prompt(question)
+        text = self._shared_parts(task)[1] + task.format_prompt(question)
         # plain text: the conversational form is that same text as one user turn
         return text, [{"role": "user", "content": text}]
 

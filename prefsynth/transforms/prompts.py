@@ -80,6 +80,9 @@ def check_text(text: str, where: str, name: str, allow_nul: bool = False) -> str
     """`text` if it can be stored: a lone surrogate (JSON `"\\ud800"`) cannot be encoded as UTF-8
     (Arrow, Parquet and hashing would fail on it) and a NUL is no part of a prompt; PromptError
     `invalid_text` naming the field otherwise."""
+    if text.isascii():  # O(1) in CPython: ASCII text has no surrogates, only a NUL is left to look for
+        if allow_nul or "\x00" not in text:
+            return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -99,6 +102,8 @@ def _check_utf8(value, where: str, name: str) -> None:
 
 def has_visible_text(text: str) -> bool:
     """Anything but whitespace, control and format characters (zero-width spaces, BOMs)?"""
+    if text and "!" <= text[0] <= "~":  # a printable ASCII first character (the usual case) is visible
+        return True
     return any(unicodedata.category(c)[0] not in "CZ" for c in text)
 
 
@@ -108,6 +113,8 @@ def _text_field(obj: dict, name: str, where: str, required: bool, bad_value: str
             raise PromptError("missing_field", f"{where}: field '{name}' is missing", name)
         return None
     value = obj[name]
+    if type(value) is str:  # the usual case first: a plain str is neither InvalidUtf8 nor a number
+        return check_text(value, where, name)
     _check_utf8(value, where, name)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise PromptError("wrong_type", f"{where}: field '{name}' must be a string, got {type(value).__name__}", name)
@@ -150,27 +157,44 @@ def metadata_json(extra: dict, where: str, notes: list | None = None) -> str | N
     return check_text(text, where, "metadata", allow_nul=True)  # what `default=str` made of odd objects
 
 
-def file_record(obj, where: str, cfg: PromptsConfig, seed: int, notes: list | None = None) -> dict:
+def _used_fields(cfg: PromptsConfig) -> frozenset:
+    """The configured input fields (the others go to metadata); one set per configuration."""
+    key = (cfg.question_field, cfg.answer_field, cfg.id_field, cfg.split_field)
+    used = _USED_FIELDS.get(key)
+    if used is None:
+        used = _USED_FIELDS[key] = frozenset(key)
+    return used
+
+
+_USED_FIELDS: dict = {}
+
+
+def file_record(obj, where: str, cfg: PromptsConfig, seed: int, notes: list | None = None,
+                renderer=None) -> dict:
     """One prompt record from a parsed input object; raises PromptError naming the field.
-    `notes` (if given) collects what was kept though odd (e.g. `without_reference`), to be counted."""
+    `notes` (if given) collects what was kept though odd (e.g. `without_reference`), to be counted.
+    `renderer` (a prompting.PromptRenderer, if given) renders `prompt` and `messages` as the stage
+    stores them; without one they are the task's plain prompt and the bare question as one user turn."""
     if not isinstance(obj, dict):
         raise PromptError("not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}")
-    question = obj.get(cfg.question_field)
-    if question is None:
-        raise PromptError("missing_field", f"{where}: field '{cfg.question_field}' is missing", cfg.question_field)
-    _check_utf8(question, where, cfg.question_field)
-    if not isinstance(question, str):
-        raise PromptError("wrong_type", f"{where}: field '{cfg.question_field}' must be a string, "
-                          f"got {type(question).__name__}", cfg.question_field)
-    question = check_text(question, where, cfg.question_field).strip()
+    qfield = cfg.question_field
+    question = obj.get(qfield)
+    if type(question) is not str:  # the usual case (a plain str) skips these checks
+        if question is None:
+            raise PromptError("missing_field", f"{where}: field '{qfield}' is missing", qfield)
+        _check_utf8(question, where, qfield)
+        if not isinstance(question, str):
+            raise PromptError("wrong_type", f"{where}: field '{qfield}' must be a string, "
+                              f"got {type(question).__name__}", qfield)
+    question = check_text(question, where, qfield).strip()
     if not question:
-        raise PromptError("empty_text", f"{where}: field '{cfg.question_field}' is empty", cfg.question_field)
+        raise PromptError("empty_text", f"{where}: field '{qfield}' is empty", qfield)
     if not has_visible_text(question):
-        raise PromptError("empty_text", f"{where}: field '{cfg.question_field}' has only whitespace, control "
-                          "or format characters", cfg.question_field)
+        raise PromptError("empty_text", f"{where}: field '{qfield}' has only whitespace, control "
+                          "or format characters", qfield)
     if len(question) > cfg.max_prompt_chars:
-        raise PromptError("too_long", f"{where}: field '{cfg.question_field}' has {len(question)} chars "
-                          f"> max_prompt_chars={cfg.max_prompt_chars}", cfg.question_field)
+        raise PromptError("too_long", f"{where}: field '{qfield}' has {len(question)} chars "
+                          f"> max_prompt_chars={cfg.max_prompt_chars}", qfield)
     task = get_task(cfg.task)
     answer = solution = None
     raw_answer = _text_field(obj, cfg.answer_field, where, required=False, bad_value="bad_answer") \
@@ -202,20 +226,25 @@ def file_record(obj, where: str, cfg: PromptsConfig, seed: int, notes: list | No
                               cfg.split_field)
         if split is None and notes is not None:
             notes.append("split_by_hash")  # kept: this record has no split field, its split is by hash
-    used = {cfg.question_field, cfg.answer_field, cfg.id_field, cfg.split_field}
-    extra = {k: v for k, v in obj.items() if k not in used}
-    prompt = task.format_prompt(question)
+    used = _used_fields(cfg)
+    # fields beside the configured ones (usually none: a set comparison, no dict built)
+    metadata = None if obj.keys() <= used else \
+        metadata_json({k: v for k, v in obj.items() if k not in used}, where, notes)
+    if renderer is not None:
+        prompt, messages = renderer.render(task, question)
+    else:
+        prompt, messages = task.format_prompt(question), [{"role": "user", "content": question}]
     return {
         "prompt_id": prompt_id,
         "split": split or assign_split(prompt_id, seed, cfg.test_fraction, cfg.validation_fraction),
         "task": cfg.task,
         "prompt": prompt,
-        "messages": [{"role": "user", "content": question}],
+        "messages": messages,
         "question": question,
         "reference_answer": answer,
         "reference_solution": solution,
         "source": where,
-        "metadata": metadata_json(extra, where, notes),
+        "metadata": metadata,
     }
 
 
@@ -440,6 +469,8 @@ class ParsePrompt(beam.DoFn):
 
     def _parse(self, rec: RawRecord):
         """(prompt record, None) for a good record, (None, dead letter) for a bad one."""
+        if self.renderer is None:
+            self.setup()
         notes: list[str] = []
         try:
             if isinstance(rec.payload, arith.ArithProblem):
@@ -447,7 +478,7 @@ class ParsePrompt(beam.DoFn):
                                    self.cfg.validation_fraction)
             else:
                 obj = parse_json_line(rec.payload, rec.where) if isinstance(rec.payload, bytes) else rec.payload
-                out = file_record(obj, rec.where, self.cfg, self.seed, notes)
+                out = file_record(obj, rec.where, self.cfg, self.seed, notes, self.renderer)
         except PromptError as err:
             raw = rec.payload.decode("utf-8", "backslashreplace") if isinstance(rec.payload, bytes) else rec.payload
             return None, emit_dead(STAGE, rec.where, err.error_type, str(err), raw_input=raw)
@@ -455,9 +486,8 @@ class ParsePrompt(beam.DoFn):
             raise RuntimeError(f"[{STAGE}] record {rec.where}: {type(err).__name__}: {err}") from err
         for note in set(notes):  # kept though odd: counted per record (before de-duplication)
             count_kept(note)
-        if self.renderer is None:
-            self.setup()
-        out["prompt"], out["messages"] = self.renderer.render(get_task(out["task"]), out["question"])
+        if isinstance(rec.payload, arith.ArithProblem):  # file records were rendered by file_record
+            out["prompt"], out["messages"] = self.renderer.render(get_task(out["task"]), out["question"])
         # the input position travels with the record (dropped before writing): it decides
         # which copy of a duplicated id is kept (KeepFirstById)
         out[POS_SOURCE], out[POS_INDEX] = rec.position
