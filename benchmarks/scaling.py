@@ -76,7 +76,8 @@ def mcts_scaling(trees: int, iterations: int, breadth: int, batches: list[int]) 
     backend = TransformersBackend(policy, device="cpu", batch_size=1024)
     problems = arith.generate_problems(arith.ArithConfig(), 11, "bench-scaling", 0, trees)
     cfg = MCTSConfig(iterations=iterations, breadth=breadth)
-    bench.run(backend, problems[:2], 2, cfg)  # warm-up
+    for b in sorted(set(batches))[:2]:  # warm-up at the first batch sizes (lazy set-up is not in the rows)
+        bench.run(backend, problems[:b], b, cfg)
     return [(b, *bench.run(backend, problems, b, cfg)) for b in batches]
 
 
