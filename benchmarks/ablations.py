@@ -182,7 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--project", default=".", help="the DVC project to run in (default: here)")
     ap.add_argument("--out", default="benchmarks/out/ablations.json")
+    ap.add_argument("--summarise", metavar="FILE", help="only print the tables of a saved run (its JSON, or the "
+                    "JSON lines it printed), e.g. one that was interrupted")
     args = ap.parse_args(argv)
+    if args.summarise:
+        print_tables(args.summarise)
+        return
     project = Path(args.project).resolve()
     names = list(dict.fromkeys(["default", *(args.variants or VARIANTS)]))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
@@ -204,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             runs.setdefault(name, []).append(row)
             print(json.dumps({"variant": name, **row}), flush=True)
+            # kept after every run: an interrupted run leaves what it measured (--summarise reads it)
+            save(args.out, seeds, round(time.perf_counter() - t0), runs, failed, partial=True)
         if name == "default" and runs.get("default"):
             default_steps = runs["default"][0]["steps"]
     summary = summarise(runs)
@@ -215,10 +222,34 @@ def main(argv: list[str] | None = None) -> None:
     for name, errs in failed.items():
         print(f"{name}: failed on seeds {[e['seed'] for e in errs]}: {errs[0]['error']}")
     print(f"wall time {wall} s for {len(names)} variants x {len(seeds)} seeds")
-    out = Path(args.out)
+    save(args.out, seeds, wall, runs, failed)
+
+
+def save(path: str, seeds: list[int], wall: int, runs: dict, failed: dict, partial: bool = False) -> None:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seeds": seeds, "wall_s": wall, "runs": runs, "failed": failed, "summary": summary},
-                              indent=2))
+    out.write_text(json.dumps({"seeds": seeds, "wall_s": wall, "partial": partial, "runs": runs, "failed": failed,
+                               "summary": summarise(runs)}, indent=2))
+
+
+def print_tables(path: str) -> None:
+    """The tables of a saved (possibly interrupted) run, or of its JSON-lines log."""
+    text = Path(path).read_text()
+    try:
+        runs = json.loads(text)["runs"]
+    except (json.JSONDecodeError, KeyError):
+        runs = {}
+        for line in text.splitlines():
+            if line.startswith("{"):
+                row = json.loads(line)
+                if "failed" not in row:
+                    runs.setdefault(row.pop("variant"), []).append(row)
+    summary = summarise(runs)
+    for split in ("validation", "test"):
+        print(table(summary, split))
+        print()
+    print(f"{sum(len(r) for r in runs.values())} runs; {sum(r['seconds'] for rs in runs.values() for r in rs):.0f} s "
+          "of (variant, seed) wall time")
 
 
 if __name__ == "__main__":
