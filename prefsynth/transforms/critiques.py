@@ -26,6 +26,7 @@ from apache_beam.ml.inference.base import PredictionResult
 
 from prefsynth.backends.base import SamplingParams
 from prefsynth.ids import content_id, seed_for, unit_hash
+from prefsynth.transforms.model_handler import BatchProgress
 from prefsynth.prompting import chat_wrap, problem_text
 from prefsynth.tasks import get_task
 from prefsynth.transforms.deadletters import count_dropped, count_in, emit_dead
@@ -242,31 +243,25 @@ def _where(step: int | None) -> str:
 
 # ---- Beam shell --------------------------------------------------------------------------------
 
-class CritiqueBatch:
+class CritiqueBatch(BatchProgress):
     """The critiques stage's model-critic batch function (run by `BackendModelHandler`): batches of
     (response, prompt) in, (critic prompt, raw text | failure) out. The backend (any: transformers,
     vLLM, OpenAI-compatible) is loaded once per worker process."""
+
+    unit = "responses (model critic)"
 
     def __init__(self, policy, model: str, template: str | None, sampling: SamplingParams, seed: int,
                  verdict: str = "generate", template_path: str | None = None, stage: str = "critiques",
                  total: int | None = None):
         self.policy, self.model, self.template, self.sampling, self.seed = policy, model, template, sampling, seed
         self.verdict, self.template_path, self.stage, self.total = verdict, template_path, stage, total
-        self._progress = None
 
     def handler(self):
         from prefsynth.transforms.model_handler import BackendModelHandler
 
         return BackendModelHandler(self.policy, self.model, self, self.stage)
 
-    def __getstate__(self):
-        return {**self.__dict__, "_progress": None}
-
     def __call__(self, batch: Sequence[tuple[dict, dict]], model) -> list[PredictionResult]:
-        if self._progress is None:
-            from prefsynth.pipelines.stage import Progress
-
-            self._progress = Progress(self.stage, total=self.total, unit="responses (model critic)")
         from prefsynth.backends.base import GenerationFailure
         from prefsynth.transforms.generate import fit_prompt
 
@@ -295,7 +290,7 @@ class CritiqueBatch:
             for i, critic_prompt, text in zip(send_idx, send, texts):
                 results[i] = (critic_prompt, text)
         beam.metrics.Metrics.counter("prefsynth", "critic_requests").inc(len(send))
-        self._progress.add(len(batch))
+        self.progress().add(len(batch))
         return [PredictionResult(pair, res) for pair, res in zip(batch, results)]
 
 

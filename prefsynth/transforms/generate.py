@@ -22,7 +22,7 @@ from prefsynth.tasks import get_task
 from prefsynth.transforms.checkpoints import BatchCheckpoints
 from prefsynth.transforms.batching import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.deadletters import DEAD, count_in, emit_dead
-from prefsynth.transforms.model_handler import BackendModelHandler
+from prefsynth.transforms.model_handler import BackendModelHandler, BatchProgress
 
 log = logging.getLogger("prefsynth")
 
@@ -73,7 +73,7 @@ def fit_prompt(prompt: str, tokenizer, max_positions: int | None, max_new_tokens
 
 # ---- Beam shell --------------------------------------------------------------------------------
 
-class GenerateBatch:
+class GenerateBatch(BatchProgress):
     """The generate stage's batch function (run by `BackendModelHandler`): prompt records in,
     (record, completions | failure) out.
 
@@ -83,6 +83,8 @@ class GenerateBatch:
     results are keyed by the run's identity (model files, backend settings, sampling, seed), so a
     folder left by a run with another model or sampling is never reused.
     """
+
+    unit = "prompts"
 
     def __init__(self, policy: PolicyConfig, model: str, sampling: SamplingParams, seed: int,
                  truncate_long_prompts: bool = False, stage: str = "generate", resume_dir: str | None = None,
@@ -94,19 +96,11 @@ class GenerateBatch:
         identity = resume_identity(stage, model, policy, sampling, seed,
                                    truncate_long_prompts=truncate_long_prompts) if resume_dir else ""
         self.checkpoints = BatchCheckpoints(resume_dir, identity)
-        self._progress = None
 
     def handler(self) -> BackendModelHandler:
         return BackendModelHandler(self.policy, self.model, self, self.stage)
 
-    def __getstate__(self):
-        return {**self.__dict__, "_progress": None}  # a progress line is per worker, never pickled
-
     def __call__(self, batch: Sequence[dict], model) -> list[PredictionResult]:
-        if self._progress is None:
-            from prefsynth.pipelines.stage import Progress
-
-            self._progress = Progress(self.stage, total=self.total, unit="prompts")
         ids = [r["prompt_id"] for r in batch]
         key = self.checkpoints.key(ids)
         per_prompt = self._reports_each_prompt(model)
@@ -117,7 +111,7 @@ class GenerateBatch:
             results, cut = list(saved[0]), list(saved[1])
             if all(r is not None for r in results):  # finished before a crash: reuse, no model call
                 beam.metrics.Metrics.counter(NAMESPACE, "resumed_batches").inc()
-                self._progress.add(len(batch))
+                self.progress().add(len(batch))
                 return self._predictions(batch, results, cut)
         elif per_prompt and self.checkpoints.directory:
             for i, pid in enumerate(ids):  # prompts answered before a crash in the middle of this batch
@@ -176,7 +170,7 @@ class GenerateBatch:
         beam.metrics.Metrics.counter(NAMESPACE, "model_failures").inc(
             sum(isinstance(r, GenerationFailure) for r in results))
         beam.metrics.Metrics.counter(NAMESPACE, "generated_tokens").inc(n_tokens)
-        self._progress.add(len(batch), samples=n_samples, tokens=n_tokens)
+        self.progress().add(len(batch), samples=n_samples, tokens=n_tokens)
         self.checkpoints.save(key, results, cut, ids)
         if per_prompt:
             self.checkpoints.drop_prompts(ids)

@@ -11,7 +11,7 @@ from prefsynth.config import PolicyConfig
 from prefsynth.ids import content_id
 from prefsynth.tasks import get_task
 from prefsynth.transforms.batching import NAMESPACE
-from prefsynth.transforms.model_handler import BackendModelHandler
+from prefsynth.transforms.model_handler import BackendModelHandler, BatchProgress
 from prefsynth.transforms.mc_labels import (
     MCLabelConfig,
     ResponseToLabel,
@@ -53,24 +53,7 @@ def verifier_rows(response: dict, prompt: dict) -> list[dict]:
     return rows
 
 
-class _Progressing:
-    """A per-worker progress line, made on the first batch (never pickled)."""
-
-    stage, unit, total = "label", "records", None
-    _progress = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_progress": None}
-
-    def progress(self):
-        if self._progress is None:
-            from prefsynth.pipelines.stage import Progress
-
-            self._progress = Progress(self.stage, total=self.total, unit=self.unit)
-        return self._progress
-
-
-class MCLabelBatch(_Progressing):
+class MCLabelBatch(BatchProgress):
     """The label stage's Monte-Carlo batch function (run by `BackendModelHandler`): (response,
     prompt) batches in, MC step label rows per response out, by the configured method(s)."""
 
@@ -125,7 +108,7 @@ class _JudgeModel:
         self.backend, self.templates = backend, templates
 
 
-class JudgeBatch(_Progressing):
+class JudgeBatch(BatchProgress):
     """The label stage's judge batch function (run by `BackendModelHandler`): batches of judge work
     items in, (label rows, failures) per item out.
 

@@ -13,7 +13,7 @@ from prefsynth.tasks import get_task
 from prefsynth.transforms.batching import NAMESPACE, DeterministicBatches
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.mcts import MCTSConfig, TaskHooks, new_tree, node_rows, search
-from prefsynth.transforms.model_handler import BackendModelHandler
+from prefsynth.transforms.model_handler import BackendModelHandler, BatchProgress
 
 log = logging.getLogger("prefsynth")
 
@@ -64,27 +64,21 @@ def policy_p_true(backend, task_name: str):
     return p_true
 
 
-class SearchBatch:
+class SearchBatch(BatchProgress):
     """The mcts stage's batch function (run by `BackendModelHandler`): a batch of prompt records
     in, each tree's node rows (or its failure) out. The trees of a batch are searched together:
     the expansions of every active tree at a level go to the model in one call."""
 
+    stage, unit = "mcts", "trees"
+
     def __init__(self, policy: PolicyConfig, model: str, cfg: MCTSConfig, seed: int, tag: str,
                  total: int | None = None):
         self.policy, self.model, self.cfg, self.seed, self.tag, self.total = policy, model, cfg, seed, tag, total
-        self._progress = None
 
     def handler(self) -> BackendModelHandler:
-        return BackendModelHandler(self.policy, self.model, self, "mcts")
-
-    def __getstate__(self):
-        return {**self.__dict__, "_progress": None}
+        return BackendModelHandler(self.policy, self.model, self, self.stage)
 
     def __call__(self, batch: Sequence[dict], model) -> list[PredictionResult]:
-        if self._progress is None:
-            from prefsynth.pipelines.stage import Progress
-
-            self._progress = Progress("mcts", total=self.total, unit="trees")
         by_task: dict[str, list[dict]] = {}
         for rec in batch:
             by_task.setdefault(rec["task"], []).append(rec)
@@ -110,7 +104,7 @@ class SearchBatch:
                 n_nodes += len(rows)
                 results.append(PredictionResult(rec, rows))
         beam.metrics.Metrics.counter(NAMESPACE, "nodes").inc(n_nodes)
-        self._progress.add(len(results), nodes=n_nodes, model_calls=calls[0])
+        self.progress().add(len(results), nodes=n_nodes, model_calls=calls[0])
         return results
 
 

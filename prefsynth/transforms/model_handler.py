@@ -60,6 +60,24 @@ class BackendModelHandler(ModelHandler[Any, PredictionResult, Any]):
         return f"{NAMESPACE}.{self.stage}.inference"
 
 
+class BatchProgress:
+    """Mixin for a batch function: `self.progress()` is its per-worker progress line (made on the
+    first batch, never pickled), with the class's `unit` and the instance's `stage` and `total`."""
+
+    stage, unit, total = "stage", "records", None
+    _progress = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_progress": None}
+
+    def progress(self):
+        if self._progress is None:
+            from prefsynth.pipelines.stage import Progress
+
+            self._progress = Progress(self.stage, total=self.total, unit=self.unit)
+        return self._progress
+
+
 def worker_total(total: int | None, beam_cfg) -> int | None:
     """A progress total a worker can reach: the stage's count when one local worker does all the
     work; none (counts and rate, no ETA) when several workers each see a share of unknown size."""
