@@ -94,29 +94,35 @@ def engines(args) -> None:
     lengths = [len(backend.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     n_buckets = len(backend._buckets(lengths))
     model, tok = backend.model, backend.tokenizer
+    # the same model object, padded per call instead of per prompt length (policy.batch_invariant: false)
+    per_call = TransformersBackend(model_dir, device=args.device, batch_size=batch_rows, model=model, tokenizer=tok,
+                                   pad_multiple=args.pad_multiple, batch_invariant=False)
+    backends = {"prefsynth TransformersBackend": backend, "  batch_invariant: false": per_call}
     settings = {"greedy": (0.0, 1.0, 1), "sampled": (args.temperature, args.top_p, args.n)}
     rows = []
     # warm-up: the first calls pay one-off kernel and allocator set-up
-    backend.generate(prompts[:2], SamplingParams(n=2, max_new_tokens=4), [0, 1])
+    for b in backends.values():
+        b.generate(prompts[:2], SamplingParams(n=2, max_new_tokens=4), [0, 1])
     _hf_generate(model, tok, prompts[:2], 2, 1.0, 1.0, 4, 2)
     for name, (temp, top_p, n) in settings.items():
         sp = SamplingParams(n=n, temperature=temp, top_p=top_p, max_new_tokens=args.max_new_tokens)
-        times = {"backend": None, "hf": None}
-        toks = {}
+        times: dict[str, float] = {}
+        toks: dict[str, int] = {}
+
+        def timed(key, fn):
+            t0 = time.perf_counter()
+            toks[key] = fn()
+            dt = time.perf_counter() - t0
+            times[key] = min(dt, times.get(key, dt))
+
         for _ in range(args.repeats):  # interleaved, best of each
-            t0 = time.perf_counter()
-            out = backend.generate(prompts, sp, seeds)
-            dt = time.perf_counter() - t0
-            toks["backend"] = sum(c.n_tokens for g in out for c in g)
-            times["backend"] = dt if times["backend"] is None else min(dt, times["backend"])
-            t0 = time.perf_counter()
-            toks["hf"] = _hf_generate(model, tok, prompts, n, temp, top_p, args.max_new_tokens, len(prompts))
-            dt = time.perf_counter() - t0
-            times["hf"] = dt if times["hf"] is None else min(dt, times["hf"])
+            for label, b in backends.items():
+                timed(label, lambda b=b: sum(c.n_tokens for g in b.generate(prompts, sp, seeds) for c in g))
+            timed("hf", lambda: _hf_generate(model, tok, prompts, n, temp, top_p, args.max_new_tokens, len(prompts)))
         hf_tps = toks["hf"] / times["hf"]
         rows.append((name, "model.generate (transformers)", times["hf"], toks["hf"], hf_tps, hf_tps))
-        rows.append((name, "prefsynth TransformersBackend", times["backend"], toks["backend"],
-                     toks["backend"] / times["backend"], hf_tps))
+        for label in backends:
+            rows.append((name, label, times[label], toks[label], toks[label] / times[label], hf_tps))
     versions = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": args.threads}
     vllm_rows, vllm_versions = [], None
     if not args.no_vllm:
@@ -139,8 +145,11 @@ def engines(args) -> None:
         if len(mine) == 2:
             print(f"{name}: VLLMBackend / vllm.LLM.generate = {mine[1][4] / mine[0][4]:.2f}")
     for name in settings:
-        tb = next(r for r in rows if r[0] == name and r[1].startswith("prefsynth"))
-        print(f"{name}: TransformersBackend / model.generate = {tb[4] / hf_by_setting[name]:.2f} (goal >= 0.95)")
+        for label in backends:
+            tb = next(r for r in rows if r[0] == name and r[1] == label)
+            mode = "batch_invariant: false" if backends[label] is per_call else "batch_invariant: true"
+            print(f"{name}: TransformersBackend ({mode}) / model.generate = {tb[4] / hf_by_setting[name]:.2f} "
+                  "(goal >= 0.95)")
 
 
 def _vllm_engines(args, model_dir, prompts, seeds):

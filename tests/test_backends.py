@@ -55,6 +55,30 @@ def test_samples_do_not_depend_on_the_batch(backend):
     assert _texts(backend.generate(PROMPTS, sp, [s + 1 for s in seeds])) != together
 
 
+def test_per_call_padding_gives_the_same_samples_in_input_order(backend):
+    """batch_invariant=False sorts a call by length and pads each chunk to its longest prompt: the
+    results come back in input order, equal (texts) and close (log-probs) to the per-prompt padding,
+    and a repeated call gives the same bytes."""
+    from prefsynth.backends.factory import make_backend
+    from prefsynth.config import PolicyConfig
+
+    sp = SamplingParams(n=2, temperature=0.9, max_new_tokens=10)
+    seeds = [11, 22, 33, 44, 55]
+    per_call = TransformersBackend(backend.model_path, batch_size=4, model=backend.model, tokenizer=backend.tokenizer,
+                                   batch_invariant=False)
+    assert [w for w, _ in per_call._chunks([9, 3, 9, 5, 1], 2)] == [3, 9, 9]  # sorted by length, own widths
+    ours, again = per_call.generate(PROMPTS, sp, seeds), per_call.generate(PROMPTS, sp, seeds)
+    ref = backend.generate(PROMPTS, sp, seeds)
+    assert _texts(ours) == _texts(ref) == _texts(again)
+    for g, h, r in zip(ours, again, ref):
+        for c, d, e in zip(g, h, r):
+            assert c.logprobs == d.logprobs
+            assert c.logprobs == pytest.approx(e.logprobs, abs=1e-4)
+    conts = [" 3", " 36", " 51", " 101", " 0"]
+    assert per_call.score(PROMPTS, conts) == pytest.approx(backend.score(PROMPTS, conts), abs=1e-4)
+    assert make_backend(PolicyConfig(batch_invariant=False), backend.model_path).batch_invariant is False
+
+
 def test_greedy_matches_transformers_generate(backend):
     sp = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
     ours = [g[0].text for g in backend.generate(PROMPTS, sp)]

@@ -70,7 +70,8 @@ def make_backend(cfg: PolicyConfig, model: str):
 
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        return TransformersBackend(model, device=cfg.device, batch_size=cfg.batch_size, torch_dtype=cfg.dtype)
+        return TransformersBackend(model, device=cfg.device, batch_size=cfg.batch_size, torch_dtype=cfg.dtype,
+                                  batch_invariant=cfg.batch_invariant)
     if cfg.backend == "vllm":
         from prefsynth.backends.vllm_backend import VLLMBackend
 

@@ -94,12 +94,19 @@ class TransformersBackend:
     FULL_LOGITS_MAX_VOCAB = 4096  # above it the prefill computes the last position's logits only
 
     def __init__(self, model_path: str, device: str | None = None, batch_size: int = 256,
-                 torch_dtype: str | None = None, model=None, tokenizer=None, pad_multiple: int = 32):
+                 torch_dtype: str | None = None, model=None, tokenizer=None, pad_multiple: int = 32,
+                 batch_invariant: bool = True):
         self.model_path = model_path
-        # Every sequence is left-padded to a multiple of `pad_multiple` fixed by its own length,
-        # never by its batch-mates: the kernels then see the same shapes for a prompt whatever
-        # batch it is in, and its log-probs are bit-identical (not just close) across batchings.
+        # batch_invariant: every sequence is left-padded to a multiple of `pad_multiple` fixed by its
+        # own length, never by its batch-mates, and every call has >= MIN_ROWS rows: the kernels then
+        # see the same shapes for a prompt whatever batch it is in, and its log-probs are
+        # bit-identical (not just close) across batchings. The price is one decode loop per width
+        # bucket. Without it a call is sorted by length and each chunk padded to its longest prompt
+        # (one decode loop, as `model.generate`): a prompt's bits then depend on its batch-mates,
+        # which the stages fix (DeterministicBatches), so a run's bytes are still the same run to run
+        # and whatever the worker count; only a prompt moved to another batch may differ in the last bits.
         self.pad_multiple = pad_multiple
+        self.batch_invariant = batch_invariant
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
@@ -123,17 +130,15 @@ class TransformersBackend:
         per_batch = max(1, self.batch_size // sampling.n)
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         out: list[list[Completion] | None] = [None] * len(prompts)
-        for width, idx in self._buckets([len(x) for x in ids]):
-            for i in range(0, len(idx), per_batch):
-                chunk = idx[i:i + per_batch]
-                # CPU GEMM kernels pick a different path for 1-3 rows, which changes the last bits
-                # of decode-step logits: pad tiny batches with a copy so every call has >= MIN_ROWS.
-                pad = max(0, -(-self.MIN_ROWS // sampling.n) - len(chunk))
-                batch_ids = [ids[j] for j in chunk] + [ids[chunk[0]]] * pad
-                batch_seeds = [seeds[j] for j in chunk] + [seeds[chunk[0]]] * pad
-                groups = self._generate_batch(batch_ids, width, sampling, batch_seeds, top_logprobs)[:len(chunk)]
-                for j, g in zip(chunk, groups):
-                    out[j] = g
+        for width, chunk in self._chunks([len(x) for x in ids], per_batch):
+            # CPU GEMM kernels pick a different path for 1-3 rows, which changes the last bits
+            # of decode-step logits: pad tiny batches with a copy so every call has >= MIN_ROWS.
+            pad = max(0, -(-self.MIN_ROWS // sampling.n) - len(chunk)) if self.batch_invariant else 0
+            batch_ids = [ids[j] for j in chunk] + [ids[chunk[0]]] * pad
+            batch_seeds = [seeds[j] for j in chunk] + [seeds[chunk[0]]] * pad
+            groups = self._generate_batch(batch_ids, width, sampling, batch_seeds, top_logprobs)[:len(chunk)]
+            for j, g in zip(chunk, groups):
+                out[j] = g
         return out
 
     def _buckets(self, lengths: list[int]) -> list[tuple[int, list[int]]]:
@@ -142,6 +147,17 @@ class TransformersBackend:
         for i, n in enumerate(lengths):
             by_width.setdefault(max(1, -(-n // self.pad_multiple)) * self.pad_multiple, []).append(i)
         return sorted(by_width.items())
+
+    def _chunks(self, lengths: list[int], per_batch: int) -> list[tuple[int, list[int]]]:
+        """(padded width, indices) of each model call. Batch-invariant: width buckets, each cut into
+        chunks of `per_batch`; otherwise the indices sorted by length (ties by position) and cut into
+        chunks, each padded to its own longest sequence."""
+        if self.batch_invariant:
+            return [(width, idx[i:i + per_batch]) for width, idx in self._buckets(lengths)
+                    for i in range(0, len(idx), per_batch)]
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        chunks = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
+        return [(max(1, max(lengths[j] for j in c)), c) for c in chunks]
 
     def _left_pad(self, seqs: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -298,17 +314,15 @@ class TransformersBackend:
         spans = scored_spans(self.tokenizer, prompts, continuations, add_special_tokens=False)
         seqs = [ids for ids, _ in spans]
         out: list[float] = [0.0] * len(seqs)
-        for width, idx in self._buckets([len(s) for s in seqs]):
-            for i in range(0, len(idx), self.batch_size):
-                chunk = idx[i:i + self.batch_size]
-                ids, attn = self._left_pad([seqs[j] for j in chunk], width)
-                pos = (attn.cumsum(-1) - 1).clamp(min=0)
-                logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos).logits.float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)
-                tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()
-                for r, j in enumerate(chunk):
-                    n_c = len(seqs[j]) - spans[j][1]
-                    out[j] = float(tok_lp[r, width - 1 - n_c:].sum())
+        for width, chunk in self._chunks([len(s) for s in seqs], self.batch_size):
+            ids, attn = self._left_pad([seqs[j] for j in chunk], width)
+            pos = (attn.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()
+            for r, j in enumerate(chunk):
+                n_c = len(seqs[j]) - spans[j][1]
+                out[j] = float(tok_lp[r, width - 1 - n_c:].sum())
         return out
 
 

@@ -34,6 +34,9 @@ class PolicyConfig:
     dtype: str | None = _f(None, "transformers/vllm: torch dtype, e.g. bfloat16 or float32; auto: bfloat16 on a "
                            "GPU that supports it, else the model's; null: the model's default.")
     batch_size: int = _f(256, "Sequences per model call (transformers) and per Beam batch.")
+    batch_invariant: bool = _f(True, "transformers: a prompt's outputs are bit-identical whatever batch it shares "
+                               "(per-length width buckets, >= 8 rows per call); false: one padded width per call "
+                               "(faster on mixed lengths; bytes still fixed run to run and by worker count).")
     torch_threads: int = _f(2, "transformers on CPU: threads per worker (fixed, so floats do not vary by machine load).")
     gpu_memory_utilization: float = _f(0.85, "vllm: share of GPU memory for weights and KV cache.")
     max_model_len: int | None = _f(None, "vllm: context length cap; null: the model's.")
