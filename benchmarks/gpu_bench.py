@@ -120,8 +120,10 @@ def random_prompts(tok, vocab: int, batch: int, length: int, seed: int) -> list[
     import random
 
     rng = random.Random(seed)
-    # ids >= 3 avoid BOS/EOS/unk; each prompt is `length` tokens
-    return [" ".join(f"w{rng.randrange(3, vocab)}" for _ in range(length)) for _ in range(batch)]
+    # ids >= 3 avoid BOS/EOS/unk; prompts of length/2 .. length words (mixed lengths, as real prompts:
+    # the per-length width buckets of batch_invariant then cost what they cost in the stages)
+    return [" ".join(f"w{rng.randrange(3, vocab)}" for _ in range(length - rng.randrange(max(1, length // 2))))
+            for _ in range(batch)]
 
 
 def bench_generate(name, model, tok, device, batch, prompt_len, max_new, repeats) -> dict:
@@ -134,7 +136,9 @@ def bench_generate(name, model, tok, device, batch, prompt_len, max_new, repeats
     vocab = model.config.vocab_size
     backend = TransformersBackend("(built in memory)", device=str(device), batch_size=max(batch, 8),
                                   model=model, tokenizer=tok)
-    backend.max_positions = prompt_len + max_new + 8
+    per_call = TransformersBackend("(built in memory)", device=str(device), batch_size=max(batch, 8),
+                                   model=model, tokenizer=tok, batch_invariant=False)
+    backend.max_positions = per_call.max_positions = prompt_len + max_new + 8
     prompts = random_prompts(tok, vocab, batch, prompt_len, seed=batch)
     sp = SamplingParams(n=1, temperature=0.8, top_p=1.0, max_new_tokens=max_new)
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -143,6 +147,11 @@ def bench_generate(name, model, tok, device, batch, prompt_len, max_new, repeats
 
     def run_backend():
         out = backend.generate(prompts, sp, seeds=list(range(batch)))
+        sync(device)
+        return sum(c.n_tokens for g in out for c in g)
+
+    def run_per_call():
+        out = per_call.generate(prompts, sp, seeds=list(range(batch)))
         sync(device)
         return sum(c.n_tokens for g in out for c in g)
 
@@ -160,10 +169,10 @@ def bench_generate(name, model, tok, device, batch, prompt_len, max_new, repeats
         model.generate(**{k: v[:w] for k, v in enc.items()},
                        generation_config=GenerationConfig(do_sample=True, max_new_tokens=4, top_k=None,
                                                           pad_token_id=tok.pad_token_id))
-    best = {"backend": None, "hf": None}
+    best = {"backend": None, "per_call": None, "hf": None}
     tokens = {}
     for _ in range(repeats):
-        for key, fn in (("backend", run_backend), ("hf", run_hf)):
+        for key, fn in (("backend", run_backend), ("per_call", run_per_call), ("hf", run_hf)):
             t0 = time.perf_counter()
             tokens[key] = fn()
             dt = time.perf_counter() - t0
@@ -171,9 +180,11 @@ def bench_generate(name, model, tok, device, batch, prompt_len, max_new, repeats
     res = {"batch": batch, "prompt_tokens": prompt_len, "max_new_tokens": max_new,
            "backend_s": round(best["backend"], 3), "backend_tokens": tokens["backend"],
            "backend_tokens_per_s": round(tokens["backend"] / best["backend"], 1),
+           "backend_per_call_tokens_per_s": round(tokens["per_call"] / best["per_call"], 1),
            "hf_s": round(best["hf"], 3), "hf_tokens": tokens["hf"],
            "hf_tokens_per_s": round(tokens["hf"] / best["hf"], 1)}
     res["ratio_backend_vs_hf"] = round(res["backend_tokens_per_s"] / res["hf_tokens_per_s"], 3)
+    res["ratio_backend_per_call_vs_hf"] = round(res["backend_per_call_tokens_per_s"] / res["hf_tokens_per_s"], 3)
     if torch.device(device).type == "cuda":
         res["max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return res
