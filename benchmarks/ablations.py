@@ -2,7 +2,7 @@
 
 Each (variant, seed) is the project's own `dvc repro` with params.yaml overridden (the file is put
 back afterwards): DVC reruns only what the overrides touch (train@1 and evaluate@1 for most
-variants, prune@1 onwards for the UPO switch) and its run cache brings back runs already made.
+variants, pairs@1 onwards for the UPO switch) and its run cache brings back runs already made.
 The seed varies what is cheap to vary without moving the prompts: the training seed
 (`train.seed`) and the evaluation-sampling seed (`evaluate.seed`); the global `seed` would also
 move the splits.
@@ -46,7 +46,7 @@ VARIANTS = {
     # ablations
     "response": ["train.views=[response]", f"train.max_pairs={EQUAL_PAIRS}"],
     "step": ["train.views=[step]", f"train.max_pairs={EQUAL_PAIRS}"],
-    "no_upo": ["selection.upo.enabled=false"],
+    "no_upo": ["pairs.upo.enabled=false"],
     "ipo": ["train.loss_type=[ipo]"],
     "verifier_only": ["train.label_sources=[verifier]"],
 }

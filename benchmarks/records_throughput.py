@@ -1,7 +1,7 @@
 """Record-stage throughput: the prompts stage (parse, validate, content-hash ids, split, render
 prompts, de-duplicate, dead letters, sharded sorted Parquet, accounting, GX validation) on N
 synthetic JSONL records, at 1 and 2 local workers, against two plain implementations run in the
-same process; then the pure cores of the pairs and prune stages on synthetic inputs.
+same process; then the pure cores of the candidates and pairs stages on synthetic inputs.
 
     python benchmarks/records_throughput.py [--records 1000000]
 
@@ -177,17 +177,17 @@ def parquet_bytes(folder: Path) -> list[bytes]:
 
 # ---- other record stages: their pure cores on synthetic inputs (no Beam) ------------------------
 
-def pairs_core(n_prompts: int, samples: int = 8) -> tuple[float, int, int]:
-    """The pairs stage's per-prompt core (response_candidates over a verifier's scores, kto_rows,
+def candidates_core(n_prompts: int, samples: int = 8) -> tuple[float, int, int]:
+    """The candidates stage's per-prompt core (response_candidates over a verifier's scores, kto_rows,
     dedupe) and the Arrow conversion of its rows, on `n_prompts` prompts of `samples` responses with
     0/1 scores; (seconds, responses in, pairs out)."""
-    from prefsynth.config import PairsConfig
-    from prefsynth.pipelines.pairs import response_candidates
+    from prefsynth.config import CandidatesConfig
+    from prefsynth.pipelines.candidates import response_candidates
     from prefsynth.schemas.io import records_to_table
     from prefsynth.transforms.pairs import dedupe, kto_rows
 
     rng = random.Random(1)
-    cfg = PairsConfig(response_sources=["verifier"])
+    cfg = CandidatesConfig(response_sources=["verifier"])
     groups = []
     for i in range(n_prompts):
         prompt = {"prompt_id": f"p{i:08d}", "task": "gsm8k", "prompt": f"Question: Ann has {i} apples. How many?\n"}
@@ -200,18 +200,18 @@ def pairs_core(n_prompts: int, samples: int = 8) -> tuple[float, int, int]:
     for prompt, responses, by_source in groups:
         rows += dedupe(response_candidates(prompt, responses, by_source, cfg))
         kto += kto_rows(prompt, responses, by_source["verifier_gsm8k"], "verifier")
-    records_to_table(rows, "pairs", "pairs")
-    records_to_table(kto, "kto", "pairs")
+    records_to_table(rows, "pairs", "candidates")
+    records_to_table(kto, "kto", "candidates")
     return time.perf_counter() - t0, n_prompts * samples, len(rows)
 
 
-def prune_core(n_pairs: int, passes: int = 8) -> tuple[float, int, int]:
-    """The prune stage's selection core past the estimator: BALD uncertainty of `passes` MC-dropout
+def pairs_core(n_pairs: int, passes: int = 8) -> tuple[float, int, int]:
+    """The pairs stage's selection core past the estimator: BALD uncertainty of `passes` MC-dropout
     probabilities per pair (upo.uncertainty), UPO sampling per (level, source) group (upo.select)
-    and the cross-source de-duplication (pipelines.prune.dedupe); (seconds, pairs in, pairs kept)."""
+    and the cross-source de-duplication (pipelines.pairs.dedupe); (seconds, pairs in, pairs kept)."""
     import numpy as np
 
-    from prefsynth.pipelines.prune import dedupe
+    from prefsynth.pipelines.pairs import dedupe
     from prefsynth.transforms import upo
 
     rng = np.random.default_rng(2)
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--workers", default="1,2", help="stage runs, by worker count (comma-separated)")
     ap.add_argument("--other-stages", type=int, default=None,
-                    help="records for the pairs/prune core rows (default: records / 4; 0: skip)")
+                    help="records for the candidates/pairs core rows (default: records / 4; 0: skip)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-records-"))
     src = work / "in.jsonl"
@@ -294,8 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nother record stages: pure cores, no Beam, no baseline ({n_other} records each)")
         print(f"{'core':<44}{'seconds':>9}{'records/s':>12}{'rows out':>10}")
         for name, (s, count, n) in (
-                ("pairs: candidates + dedupe + kto + Arrow", pairs_core(max(1, n_other // 8))),
-                ("prune: BALD + UPO select + dedupe", prune_core(n_other))):
+                ("candidates: candidates + dedupe + kto + Arrow", candidates_core(max(1, n_other // 8))),
+                ("pairs: BALD + UPO select + dedupe", pairs_core(n_other))):
             print(f"{name:<44}{s:>9.2f}{count / s:>12.0f}{n:>10}")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -6,7 +6,7 @@ batch (printed as ratios to one tree at a time) on a tiny random policy.
 
 - prompts stage: `prompts.main` on synthetic GSM8K-style JSONL (1 worker, after a warm-up run that
   pays the imports and set-up once), and the stage's own core without Beam beside it;
-- pairs: the pairs stage's per-prompt core (records_throughput.pairs_core), 8 responses a prompt;
+- candidates: the candidates stage's per-prompt core (records_throughput.candidates_core), 8 responses a prompt;
 - MCTS: benchmarks/mcts.py's `run` (search over trees batched together) at 1, 2, 8 ... trees per
   batch, the same problems and settings, on tests/helpers.py's tiny random policy (CPU).
 The default run takes about 2 minutes on 2 cores.
@@ -40,11 +40,11 @@ def _load(name: str, path: Path):
 
 
 def stage_scaling(base: int, work: Path) -> list[tuple[str, list[tuple[int, float]]]]:
-    """(name, [(records, seconds)]) for the prompts stage, its own core, and the pairs core."""
+    """(name, [(records, seconds)]) for the prompts stage, its own core, and the candidates core."""
     warm = work / "warm.jsonl"
     rt.make_input(warm, 2000)
     rt.run_stage(warm, work / "warm", 1)  # imports, Beam and GX set-up: paid once, not in the rows
-    stage, core, pairs = [], [], []
+    stage, core, candidates = [], [], []
     for f in FACTORS:
         n = base * f
         src = work / f"in{n}.jsonl"
@@ -54,10 +54,10 @@ def stage_scaling(base: int, work: Path) -> list[tuple[str, list[tuple[int, floa
         t0 = time.perf_counter()
         rt.plain_same_core(src, work / f"core{n}")
         core.append((n, time.perf_counter() - t0))
-        s, count, _ = rt.pairs_core(max(1, n // 8))
-        pairs.append((count, s))
+        s, count, _ = rt.candidates_core(max(1, n // 8))
+        candidates.append((count, s))
     return [("prompts stage, 1 worker", stage), ("prompts: stage's own core", core),
-            ("pairs core (responses in)", pairs)]
+            ("candidates core (responses in)", candidates)]
 
 
 def mcts_scaling(trees: int, iterations: int, breadth: int, batches: list[int]) -> list[tuple[int, float, int, int]]:

@@ -15,8 +15,8 @@ STAGES = {
     "label": "prefsynth.pipelines.label",
     "critic": "prefsynth.pipelines.critic",
     "critiques": "prefsynth.pipelines.critiques",
+    "candidates": "prefsynth.pipelines.candidates",
     "pairs": "prefsynth.pipelines.pairs",
-    "prune": "prefsynth.pipelines.prune",
     "train": "prefsynth.pipelines.train",
     "evaluate": "prefsynth.pipelines.evaluate",
     "card": "prefsynth.pipelines.card",
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: prefsynth <stage> [--params params.yaml] [stage options]\n\nstages:")
         for name, module in STAGES.items():
             doc = (importlib.import_module(module).__doc__ or "").strip().splitlines()[0]
-            print(f"  {name:<10} {doc}")
+            print(f"  {name:<11} {doc}")
         return
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:

@@ -2,7 +2,7 @@
 
 Accuracy per round (test and validation, 95% intervals), reliability diagrams of every labeler,
 the pair precision funnel per source through each filter, and the accounting of every stage — read
-from metrics/*.json, metrics/round-N/*.json (evaluate, labels, selection, pairs) and
+from metrics/*.json, metrics/round-N/*.json (evaluate, labels, candidates, pairs) and
 plots/round-N/reliability/*.csv. A missing piece leaves its section saying what is missing.
 
 Every plot is a Vega-Lite spec written as a DVC plot template (reports/plots/templates/<plot>.json)
@@ -32,10 +32,10 @@ FUNNEL_STEPS = [("candidates", "candidates"), ("after_agreement_filter", "agreem
                 ("after_upo_contradiction", "UPO contradiction"), ("after_upo", "UPO"),
                 ("final", "final (dedupe + source gate)")]
 ACCURACY_METRICS = ("greedy_accuracy", "maj_at_", "pass_at_", "sample_accuracy", "per_step_accuracy")
-STAGE_ORDER = ["prompts", "bootstrap", "critic", "generate", "mcts", "label", "critiques", "pairs", "prune",
-               "train", "evaluate", "card"]
+STAGE_ORDER = ["prompts", "bootstrap", "critic", "generate", "mcts", "label", "critiques", "candidates",
+               "pairs", "train", "evaluate", "card"]
 ROUND_FILES = {"generate": "generate", "mcts": "mcts", "labels": "label", "critiques": "critiques",
-               "pairs": "pairs", "selection": "prune", "train": "train", "evaluate": "evaluate"}
+               "candidates": "candidates", "pairs": "pairs", "train": "train", "evaluate": "evaluate"}
 
 
 def _num(field: str) -> dict:
@@ -237,13 +237,12 @@ def reliability_rows(plots_dir: Path, metrics_dir: Path, missing: list[str]) -> 
 def funnel_rows(metrics_dir: Path, plots_dir: Path, missing: list[str]) -> list[dict]:
     rows = []
     for r in rounds(metrics_dir, plots_dir):
-        sel = _load(metrics_dir / f"round-{r}" / "selection.json")
-        precision = (sel or {}).get("precision")
+        pairs = _load(metrics_dir / f"round-{r}" / "pairs.json")
+        precision = (pairs or {}).get("precision")
         if not precision:
-            pairs = _load(metrics_dir / f"round-{r}" / "pairs.json")
-            cand = (pairs or {}).get("precision") or {}
-            missing.append(f"metrics/round-{r}/selection.json" + (" (only the candidates, from pairs.json)"
-                                                                  if cand else ""))
+            cand = (_load(metrics_dir / f"round-{r}" / "candidates.json") or {}).get("precision") or {}
+            missing.append(f"metrics/round-{r}/pairs.json" + (" (only the candidates, from candidates.json)"
+                                                              if cand else ""))
             precision = {src: {"candidates": v} for src, v in cand.items()}
         for source, steps in sorted(precision.items()):
             for i, (key, label) in enumerate(FUNNEL_STEPS):

@@ -46,8 +46,8 @@ def test_differences_from_default_are_paired_by_seed_and_flagged_only_when_the_i
 
 def test_overrides_and_equal_step_baselines():
     p = ablations.apply_overrides({"train": {"views": ["response", "step"]}},
-                                  ["train.views=[step]", "train.max_pairs=2000", "selection.upo.enabled=false"])
-    assert p == {"train": {"views": ["step"], "max_pairs": 2000}, "selection": {"upo": {"enabled": False}}}
+                                  ["train.views=[step]", "train.max_pairs=2000", "pairs.upo.enabled=false"])
+    assert p == {"train": {"views": ["step"], "max_pairs": 2000}, "pairs": {"upo": {"enabled": False}}}
     for name in ("rft", "sft_gold"):  # same budget as the default: its optimizer steps
         assert f"train.max_steps={ablations.SAME_STEPS}" in ablations.VARIANTS[name]
     assert {"default", "rft", "sft_gold", "plain_dpo"} <= set(ablations.VARIANTS)

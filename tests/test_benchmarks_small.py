@@ -1,5 +1,5 @@
 """Smoke test of the record benchmarks' pieces (fast: no Beam pipeline): the plain pyarrow script
-and the stage's own core write the same bytes on a small synthetic input, and the pairs/prune core
+and the stage's own core write the same bytes on a small synthetic input, and the candidates/pairs core
 rows run."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_plain_script_writes_the_stage_core_bytes(tmp_path):
 
 
 def test_other_stage_cores_run():
-    s, n_in, n_out = rt.pairs_core(50)
+    s, n_in, n_out = rt.candidates_core(50)
     assert n_in == 400 and 0 < n_out
-    s, n_in, n_out = rt.prune_core(400)
+    s, n_in, n_out = rt.pairs_core(400)
     assert n_in == 400 and 0 < n_out < 400

@@ -1,16 +1,16 @@
-"""Same params -> same bytes, prompts through pairs, on 1 and 2 workers and across two runs."""
+"""Same params -> same bytes, prompts through candidates, on 1 and 2 workers and across two runs."""
 
 from pathlib import Path
 
 import pytest
 
-from prefsynth.pipelines import generate, label, mcts, pairs, prompts
+from prefsynth.pipelines import candidates, generate, label, mcts, prompts
 from prefsynth.schemas.io import dataset_files
 
 from helpers import tiny_random_policy, write_params
 
 pytestmark = pytest.mark.slow
-DATASETS = ["prompts", "responses", "trees", "labels", "pairs/response", "pairs/step"]
+DATASETS = ["prompts", "responses", "trees", "labels", "candidates/response", "candidates/step"]
 
 
 def _run(root: Path, policy: str, workers: int) -> dict[str, list[bytes]]:
@@ -30,12 +30,12 @@ def _run(root: Path, policy: str, workers: int) -> dict[str, list[bytes]]:
                "--dead", d("dm"), "--metrics", d("m3.json")])
     label.main([*c, "--prompts", d("prompts"), "--responses", d("responses"), "--policy", policy, "--out", d("labels"),
                 "--dead", d("dl"), "--metrics", d("m4.json")])
-    pairs.main([*c, "--prompts", d("prompts"), "--responses", d("responses"), "--labels", d("labels"),
-                "--trees", d("trees"), "--out", d("pairs"), "--dead", d("dd"), "--metrics", d("m5.json")])
+    candidates.main([*c, "--prompts", d("prompts"), "--responses", d("responses"), "--labels", d("labels"),
+                     "--trees", d("trees"), "--out", d("candidates"), "--dead", d("dd"), "--metrics", d("m5.json")])
     return {ds: [Path(f).read_bytes() for f in dataset_files(str(root / ds))] for ds in DATASETS}
 
 
-def test_prompts_to_pairs_identical_bytes_on_1_and_2_workers_and_twice(tmp_path):
+def test_prompts_to_candidates_identical_bytes_on_1_and_2_workers_and_twice(tmp_path):
     policy = tiny_random_policy(tmp_path / "policy-0")
     first = _run(tmp_path / "a", policy, 1)
     again = _run(tmp_path / "b", policy, 1)

@@ -18,7 +18,7 @@ SMALL = {
     "mcts": {"max_prompts": 8, "trees_per_batch": 4, "search": {"iterations": 3, "breadth": 2}},
     "critic": {"max_steps": 5, "batch_size": 8, "eval_examples": 10},
     "critiques": {"model_max_responses": 6},
-    "selection": {"upo": {"max_steps": 2, "passes": 2}},
+    "pairs": {"upo": {"max_steps": 2, "passes": 2}},
     "train": {"max_steps": 2, "batch_size": 8},
     "evaluate": {"max_prompts": 10, "k": 2, "max_new_tokens": 40},
 }
@@ -71,7 +71,7 @@ def test_dvc_repro_runs_every_stage_then_skips_them(tmp_path, repo):
         lo, hi = p1["ci95"]["greedy_accuracy"]
         assert lo <= p1["greedy_accuracy"] <= hi
         assert p1["paired_delta_vs_first"]["greedy_accuracy"]["n"] == 10
-    sel = json.loads((project / "metrics/round-1/selection.json").read_text())
+    sel = json.loads((project / "metrics/round-1/pairs.json").read_text())
     assert "final_precision_by_source" in sel and "source_gate" in sel
     assert (project / "card/README.md").exists()
 

@@ -40,7 +40,7 @@ def test_every_param_in_params_yaml_is_known_and_documented(repo):
 
     load_params(repo / "params.yaml")  # raises on unknown keys
     raw = yaml.safe_load((repo / "params.yaml").read_text())
-    for group in ("beam", "prompts", "prompting", "bootstrap", "policy", "generate", "mcts", "label", "pairs", "selection", "card",
+    for group in ("beam", "prompts", "prompting", "bootstrap", "policy", "generate", "mcts", "label", "candidates", "pairs", "card",
                   "critic", "critiques", "train", "evaluate"):
         cls = type(getattr(Params(), group))
         for f in dataclasses.fields(cls):

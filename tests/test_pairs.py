@@ -1,94 +1,85 @@
-"""Pair construction on hand cases, TRL's format helpers, and a 2-step DPOTrainer run on real pairs."""
+"""The pairs stage's selection you can trust: a source whose final (trained) pairs are wrong is dropped,
+with a reason, and the dedupe never leaves a source with only its wrong pairs in the training set."""
 
-import pytest
-
-from prefsynth.tasks import arith
-from prefsynth.transforms.pairs import dedupe, kto_rows, prm_row, response_pairs, step_dpo_pairs, tree_step_pairs
-
-PROMPT = {"prompt_id": "p", "prompt": "Q: (20-3-8)*4=?\n", "task": "arith"}
+from prefsynth.config import load_params
+from prefsynth.pipelines import pairs as pairs_stage
+from prefsynth.transforms.pairs import _pair
 
 
-def _r(rid, text, lp=-0.1):
-    return {"response_id": rid, "text": text, "steps": arith.split_steps(text), "mean_logprob": lp}
+def _world(n=30):
+    prompts, responses, pairs = {}, [], []
+    for i in range(n):
+        a, b = 3 + i, 4 + (i % 7)
+        text = f"Q: ({a}+{b})*2=?\n"
+        pid = f"p{i:02d}"
+        prompts[pid] = {"prompt_id": pid, "split": "train", "task": "arith", "prompt": text,
+                        "reference_answer": str(2 * (a + b))}
+        first = f"{a}+{b}={a + b}\n"
+        right = first + f"{a + b}*2={2 * (a + b)}\nA: {2 * (a + b)}\n"
+        wrong1 = first + f"{a + b}*2={2 * (a + b) + 1}\nA: {2 * (a + b) + 1}\n"
+        wrong2 = first + f"{a + b}*2={2 * (a + b) + 2}\nA: {2 * (a + b) + 2}\n"
+        for j, t in enumerate((right, wrong1, wrong2)):
+            responses.append({"response_id": f"{pid}r{j}", "prompt_id": pid, "text": t, "final_answer": t.split("A: ")[1].strip()})
+        mk = lambda c, r, src: _pair(pid, "response", text, c, r, "c", "r", 1.0, 0.0, src, "test")
+        pairs.append(mk(right, wrong1, "verifier_arith"))          # the truth
+        pairs.append(mk(right, wrong2, "p_true"))                  # right, and only this source gives it
+        # the planted source: half its pairs copy the verifier's (right), half prefer one wrong to another
+        pairs.append(mk(right, wrong1, "self_consistency") if i % 2 else mk(wrong1, wrong2, "self_consistency"))
+    return prompts, responses, pairs
 
 
-def test_response_pairs_best_vs_worst_first_capped_and_deduplicated():
-    rs = [_r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n", -0.1), _r("b", "20-3=17\nA: 17\n", -0.2),
-          _r("c", "20-3=17\n17-8=8\n8*4=32\nA: 32\n", -0.9), _r("d", "20-3=17\n17-8=9\n9*4=36\nA: 36\n", -0.3)]
-    scores = {"a": 1.0, "b": 0.0, "c": 0.0, "d": 1.0}
-    pairs = response_pairs(PROMPT, rs, scores, max_pairs=2, min_margin=0.5, source="verifier")
-    assert len(pairs) == 2
-    # best (score 1, highest log-prob) vs worst (score 0, lowest log-prob) first
-    assert (pairs[0]["chosen_id"], pairs[0]["rejected_id"]) == ("a", "c")
-    assert pairs[0]["kept_reason"] == "best vs worst" and pairs[0]["margin"] == 1.0
-    assert all(p["chosen"] != p["rejected"] for p in pairs)
-    # same text on both sides (a and d) never pairs; no contrast -> no pairs
-    assert response_pairs(PROMPT, rs[:1] + rs[3:], {"a": 1.0, "d": 1.0}, 4, 0.5, "verifier") == []
-    assert dedupe(pairs + pairs) == sorted(pairs, key=lambda p: p["pair_id"])
+def _params(**overrides):
+    return load_params(None, {"pairs.upo.enabled": False, "pairs.upo.trusted_fraction": 0.0,
+                              "pairs.min_agreement": 0.0, "pairs.min_source_pairs": 5,
+                              **{f"pairs.{k}": v for k, v in overrides.items()}})
 
 
-def _node(nid, parent, text, q, visits=2):
-    return {"node_id": nid, "parent_id": parent, "step_text": text, "q": q, "visits": visits}
+def test_a_source_with_wrong_final_pairs_is_dropped_with_a_reason():
+    prompts, responses, cands = _world()
+    params = _params()
+    pairs, dropped, info = pairs_stage.decide(cands, prompts, responses, params, None, "/tmp")
+    kept = [p for p in pairs if p["pair_id"] not in dropped]
+    assert {p["label_source"] for p in kept} == {"verifier_arith", "p_true"}
+    sc = [p for p in pairs if p["label_source"] == "self_consistency"]
+    reasons = sorted({dropped[p["pair_id"]].split(":")[0] for p in sc})
+    assert reasons == ["duplicate", "low_source_precision"]
+    gate = info["source_gate"]["dropped_sources"]
+    assert list(gate) == ["response/self_consistency"] and gate["response/self_consistency"]["precision"] == 0.0
+    assert "final precision 0.0000" in gate["response/self_consistency"]["reason"]
+    # the verifier's kept copy says the planted source gave it too
+    assert sum("also given by self_consistency" in p["kept_reason"] for p in kept) == 15
+    report = pairs_stage.precision_report(pairs, dropped, prompts, params)
+    assert report["final_precision_by_source"]["response/self_consistency"]["final_pairs"] == 0
+    assert report["final_precision_by_source"]["response/p_true"]["final_precision"] == 1.0
+    # its candidates looked half right: only the final numbers show what it would have added
+    assert report["precision"]["response/self_consistency"]["candidates"]["precision"] == 0.5
 
 
-def test_step_pairs_from_a_hand_built_tree():
-    nodes = [_node("root", None, "", 0.0, 6), _node("a", "root", "20-3=17", 0.9, 4),
-             _node("b", "root", "20-3=18", -0.4, 1),
-             _node("a1", "a", "17-8=9", 0.8, 2), _node("a2", "a", "17-8=8", -0.6, 1), _node("a3", "a", "17-8=7", 0.1, 1),
-             _node("a4", "a", "17-8=6", 5.0, 0)]  # never visited: not a candidate
-    pairs = tree_step_pairs(PROMPT, nodes, min_q_gap=0.1)
-    by_prompt = {p["prompt"]: p for p in pairs}
-    root = by_prompt["Q: (20-3-8)*4=?\n"]
-    assert (root["chosen"], root["rejected"]) == ("20-3=17\n", "20-3=18\n")
-    assert root["weight"] == pytest.approx(1 / 4)  # visits 1 vs 4
-    deeper = by_prompt["Q: (20-3-8)*4=?\n20-3=17\n"]
-    assert (deeper["chosen"], deeper["rejected"]) == ("17-8=9\n", "17-8=8\n")
-    assert deeper["level"] == "step" and deeper["label_source"] == "mcts_q"
+def test_without_the_gate_the_dedupe_leaves_the_source_its_wrong_pairs_only():
+    prompts, responses, cands = _world()
+    params = _params(min_source_precision=0.0)
+    pairs, dropped, info = pairs_stage.decide(cands, prompts, responses, params, None, "/tmp")
+    report = pairs_stage.precision_report(pairs, dropped, prompts, params)
+    fin = report["precision"]["response/self_consistency"]["final"]
+    assert fin["pairs"] == 15 and fin["precision"] == 0.0  # what issue 15 found in the default run
+    assert info["source_gate"]["dropped_sources"] == {}
 
 
-def test_step_dpo_pair_at_the_known_first_error():
-    r = _r("x", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
-    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), r["steps"])
-    (pair,) = step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps)
-    assert pair["prompt"] == "Q: (20-3-8)*4=?\n20-3=17\n"
-    assert (pair["chosen"], pair["rejected"]) == ("17-8=9\n", "17-8=8\n")
-    ok = _r("y", "20-3=17\n17-8=9\n9*4=36\nA: 36\n")
-    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), ok["steps"])
-    assert step_dpo_pairs(PROMPT, ok, v.step_correct, v.expected_steps) == []
-
-
-def test_kto_and_prm_views():
-    good, bad = _r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n"), _r("c", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
-    kto = kto_rows(PROMPT, [good, bad], {"a": 1.0, "c": 0.0}, "verifier")
-    assert [(k["completion"], k["label"]) for k in kto] == [(good["text"], True), (bad["text"], False)]
-    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), bad["steps"])
-    prm = prm_row(PROMPT, bad, v.step_correct, "verifier_arith")
-    assert prm["completions"] == bad["steps"] and prm["labels"] == [True, False, False, False]
-    assert set(prm) >= {"prompt", "completions", "labels"}  # TRL's stepwise format
-
-
-@pytest.mark.slow
-def test_pairs_pass_trl_helpers_and_train_two_dpo_steps(tmp_path):
-    import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
-    from trl.data_utils import is_conversational
-
-    from helpers import tiny_random_policy
-
-    r = _r("x", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
-    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), r["steps"])
-    rows = step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps) * 4
-    rows += response_pairs(PROMPT, [_r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n"), r], {"a": 1.0, "x": 0.0}, 1, 0.5,
-                           "verifier") * 4
-    ds = datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in rows])
-    assert not is_conversational(ds[0])
-    policy = tiny_random_policy(tmp_path / "policy")
-    model = AutoModelForCausalLM.from_pretrained(policy)
-    tok = AutoTokenizer.from_pretrained(policy)
-    trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=2, per_device_train_batch_size=4,
-                                                     use_cpu=True, bf16=False, report_to=[], save_strategy="no",
-                                                     max_length=96, logging_steps=1, disable_tqdm=True),
-                         train_dataset=ds, processing_class=tok)
-    out = trainer.train()
-    assert out.global_step == 2 and out.training_loss > 0
+def test_a_gated_source_gives_back_the_pairs_it_shadowed():
+    """A pair kept from an untrusted source and given by another source too comes back from the
+    other one when the first is dropped."""
+    prompts, responses, cands = _world()
+    # two untrusted sources give the same right pair; the first by id order is the bad one
+    extra = []
+    for p in cands:
+        if p["label_source"] == "p_true":
+            extra.append(_pair(p["prompt_id"], "response", p["prompt"], p["chosen"], p["rejected"], "c", "r", 1.0, 0.0,
+                               "judge_aaa", "test"))
+            extra.append(_pair(p["prompt_id"], "response", p["prompt"], p["rejected"], p["chosen"] + "x", "c", "r",
+                               1.0, 0.0, "judge_aaa", "test"))  # and a wrong pair of its own
+    params = _params(**{"upo.trusted_sources": ["verifier"]})
+    pairs, dropped, info = pairs_stage.decide(cands + extra, prompts, responses, params, None, "/tmp")
+    kept = [p for p in pairs if p["pair_id"] not in dropped]
+    assert "response/judge_aaa" in info["source_gate"]["dropped_sources"]
+    assert not any(p["label_source"] == "judge_aaa" for p in kept)
+    assert sum(p["label_source"] == "p_true" for p in kept) == 30  # every right pair it shadowed is back

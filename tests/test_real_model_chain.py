@@ -1,7 +1,7 @@
 """The whole chain on a real pretrained model: SmolLM2-135M-Instruct (BPE tokenizer, chat template)
 on GSM8K prompts from ../shared/data/gsm8k, through a real `dvc repro` of the project with the
 examples/gsm8k-smollm2 profile made small: prompts -> generate -> mcts -> label (verifier, P(True),
-pointwise, pairwise both orders, TICK) -> critiques (SmolLM2 as the critic) -> pairs -> prune ->
+pointwise, pairwise both orders, TICK) -> critiques (SmolLM2 as the critic) -> candidates -> pairs ->
 train (TRL DPO with LoRA, a few steps) -> evaluate -> card. Asserts what broke before: trees deeper
 than one step, non-degenerate judge scores, parsed judge outputs, conversational pairs that TRL
 accepts with the real template, the books balanced in every stage."""
@@ -33,7 +33,7 @@ SMALL = {
                         "tick_max_prompts": 1, "tick_max_questions": 3, "max_new_tokens": 48,
                         "items_per_batch": 16}},
     "critiques": {"model_max_responses": 4, "max_new_tokens": 64},
-    "selection": {"upo": {"passes": 2, "head_steps": 20, "max_length": 256}},
+    "pairs": {"upo": {"passes": 2, "head_steps": 20, "max_length": 256}},
     "train": {"max_steps": 2, "batch_size": 2, "max_length": 384},
     "evaluate": {"max_prompts": 2, "k": 2, "max_new_tokens": 96},
 }
@@ -64,8 +64,8 @@ def test_smollm2_gsm8k_chain_end_to_end(tmp_path, repo, smollm2, gsm8k_dir):
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
 
     out = _dvc(project, "repro")
-    for stage in ("prompts", "bootstrap", "critic", "generate@1", "mcts@1", "label@1", "critiques@1", "pairs@1",
-                  "prune@1", "train@1", "evaluate@1", "card"):
+    for stage in ("prompts", "bootstrap", "critic", "generate@1", "mcts@1", "label@1", "critiques@1", "candidates@1",
+                  "pairs@1", "train@1", "evaluate@1", "card"):
         assert f"Running stage '{stage}'" in out, stage
     check_chain(project, smollm2)
 
@@ -84,7 +84,7 @@ def check_chain(project: Path, smollm2: str) -> None:
 
     # books balanced in every Beam stage
     for name in ("prompts.json", "round-1/generate.json", "round-1/mcts.json", "round-1/labels.json",
-                 "round-1/critiques.json", "round-1/pairs.json", "round-1/selection.json"):
+                 "round-1/critiques.json", "round-1/candidates.json", "round-1/pairs.json"):
         acc = m(name)["accounting"]
         assert acc["balanced"] and acc["n_in"] == acc["n_out"] + acc["n_dropped"] + acc["n_dead"], (name, acc)
 

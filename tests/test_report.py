@@ -79,15 +79,15 @@ def write_run(root: Path, rounds=(1, 2)) -> None:
                                                 "n": 2000}},
                         "mc_binary": {"step": {"accuracy": 0.87, "auroc": 0.92, "brier": 0.107, "ece": 0.112,
                                                "n": 2107}}}}))
-        (rd / "pairs.json").write_text(json.dumps({
-            "accounting": _acc("pairs", 2365, 2137, {"no_contrast": 228}),
+        (rd / "candidates.json").write_text(json.dumps({
+            "accounting": _acc("candidates", 2365, 2137, {"no_contrast": 228}),
             "precision": {"response/self_consistency": {"pairs": 3714, "precision": 0.39},
                           "step/mcts_q": {"pairs": 678, "precision": 0.72}}}))
         steps = lambda pairs, prec: {k: {"pairs": n, "precision": q, "kept_fraction": round(n / pairs[0], 4)}  # noqa: E731
                                      for k, n, q in zip(["candidates", "after_agreement_filter",
                                                          "after_upo_contradiction", "after_upo", "final"], pairs, prec)}
-        (rd / "selection.json").write_text(json.dumps({
-            "accounting": _acc("prune", 11158, 7395, {"low_agreement": 1598, "upo_contradicted": 1144,
+        (rd / "pairs.json").write_text(json.dumps({
+            "accounting": _acc("pairs", 11158, 7395, {"low_agreement": 1598, "upo_contradicted": 1144,
                                                       "duplicate": 952, "contradicts_trusted": 69}, {"bad_pair": 2}),
             "precision": {"response/self_consistency": steps([2586, 1486, 820, 820, 220], [0.39, 0.55, 0.67, 0.67, None]),
                           "step/mcts_q": steps([461, 461, 322, 322, 225], [0.73, 0.73, 0.80, 0.80, 0.74]),
@@ -122,7 +122,7 @@ def test_report_page_renders_every_plot_in_headless_chromium(tmp_path):
         marks = int(re.search(r'data-marks="(\d+)"', tag).group(1))
         assert w > 100 and h > 50 and marks > 10, (name, tag)
     # what the plots show: both rounds, every funnel source, every stage with accounting
-    for text in ("response/self_consistency", "step/mcts_q", "prune@2", "generate@1", "p_true_response",
+    for text in ("response/self_consistency", "step/mcts_q", "pairs@2", "candidates@2", "generate@1", "p_true_response",
                  "mc_binary_step", "greedy_accuracy", "validation"):
         assert text in dom, text
     assert "Missing:" not in dom
@@ -131,15 +131,15 @@ def test_report_page_renders_every_plot_in_headless_chromium(tmp_path):
 def test_report_names_what_is_missing_and_still_writes_the_page(tmp_path):
     write_run(tmp_path, rounds=(1,))
     rd = tmp_path / "metrics" / "round-1"
-    (rd / "selection.json").unlink()
+    (rd / "pairs.json").unlink()
     (rd / "evaluate.json").unlink()
     shutil.rmtree(tmp_path / "plots" / "round-1" / "reliability")
     res = _build(tmp_path, dvc_template=None)
     page = (tmp_path / "reports" / "run.html").read_text()
-    assert "metrics/round-1/selection.json (only the candidates, from pairs.json)" in page
+    assert "metrics/round-1/pairs.json (only the candidates, from candidates.json)" in page
     assert "metrics/round-1/evaluate.json (accuracy of round 1 read from" in page
     assert "plots/round-1/reliability/*.csv" in page
-    # the funnel falls back to the candidates of pairs.json, accuracy to the evaluate stage's CSV
+    # the funnel falls back to the candidates of candidates.json, accuracy to the evaluate stage's CSV
     assert {r["filter"] for r in res["data"]["funnel"]} == {"candidates"}
     assert {r["metric"] for r in res["data"]["accuracy"]} == {"greedy_accuracy"}
     assert set(res["rendered"]) == {"accuracy", "funnel", "accounting"}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from prefsynth.config import PairsConfig
-from prefsynth.pipelines.pairs import response_candidates
+from prefsynth.config import CandidatesConfig
+from prefsynth.pipelines.candidates import response_candidates
 from prefsynth.tasks import arith
 from prefsynth.transforms import self_consistency as sc
 
@@ -40,7 +40,7 @@ def test_verdicts_no_contrast_and_low_agreement():
 
 
 def test_self_consistency_source_pairs_majority_vs_minority_and_records_why_not():
-    cfg = PairsConfig(response_sources=["verifier", "self_consistency", "self_certainty"], max_response_pairs=4)
+    cfg = CandidatesConfig(response_sources=["verifier", "self_consistency", "self_certainty"], max_response_pairs=4)
     rs = [_r("a", WRONG, 1.0), _r("b", WRONG, 2.0), _r("c", RIGHT, 9.0)]
     why = []
     rows = response_candidates(PROMPT, rs, {"verifier_arith": {"a": 0.0, "b": 0.0, "c": 1.0}}, cfg, why.append)
@@ -59,8 +59,8 @@ def test_self_consistency_source_pairs_majority_vs_minority_and_records_why_not(
     why.clear()
     same = [_r("a", RIGHT), _r("b", RIGHT + "")]
     assert response_candidates(PROMPT, same, {"verifier_arith": {"a": 1.0, "b": 1.0}}, cfg, why.append) == []
-    assert sorted(why) == ["selection.self_certainty.no_contrast", "selection.self_consistency.no_contrast",
-                           "selection.verifier_arith.no_contrast"]
+    assert sorted(why) == ["skipped.self_certainty.no_contrast", "skipped.self_consistency.no_contrast",
+                           "skipped.verifier_arith.no_contrast"]
 
 
 def test_pseudo_label_precision_against_the_truth():

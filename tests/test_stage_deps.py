@@ -14,7 +14,7 @@ spec.loader.exec_module(stage_deps)
 
 def test_every_stage_depends_on_every_module_it_imports():
     missing = stage_deps.missing_deps()
-    assert set(missing) >= {"prompts", "bootstrap", "generate", "mcts", "label", "pairs", "prune", "train",
+    assert set(missing) >= {"prompts", "bootstrap", "generate", "mcts", "label", "candidates", "pairs", "train",
                             "evaluate", "card"}
     assert not any(missing.values()), {k: v for k, v in missing.items() if v}
 
@@ -24,8 +24,8 @@ def test_ids_and_lazily_imported_modules_are_deps():
     for name, d in deps.items():  # content ids and seeds: every stage
         assert stage_deps.covered("prefsynth/ids.py", d), name
     # imported inside functions only: still run by the stage
-    assert stage_deps.covered("prefsynth/transforms/upo.py", deps["prune"])
-    assert stage_deps.covered("prefsynth/pipelines/pairs.py", deps["prune"])  # truly_better
+    assert stage_deps.covered("prefsynth/transforms/upo.py", deps["pairs"])
+    assert stage_deps.covered("prefsynth/pipelines/candidates.py", deps["pairs"])  # truly_better
     assert not stage_deps.covered("prefsynth/transforms/upo.py", deps["prompts"])  # and no more than that
 
 

@@ -1,4 +1,4 @@
-"""UPO: BALD against hand-computed values, seeded MC dropout, selection, and the prune stage end to end."""
+"""UPO: BALD against hand-computed values, seeded MC dropout, selection, and the pairs stage end to end."""
 
 import math
 
@@ -134,7 +134,7 @@ def test_trusted_examples_teach_both_orders_and_wrong_wrong_ties():
 
 
 @pytest.mark.slow
-def test_prune_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
+def test_pairs_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
     import json
 
     import datasets
@@ -142,7 +142,7 @@ def test_prune_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
     from trl.data_utils import is_conversational
 
     from helpers import tiny_random_policy
-    from prefsynth.pipelines import prune
+    from prefsynth.pipelines import pairs as pairs_stage
     from prefsynth.schemas.io import read_records, write_table, records_to_table
     from prefsynth.tasks import arith
     from prefsynth.transforms.pairs import response_pairs, step_dpo_pairs
@@ -178,14 +178,14 @@ def test_prune_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
     kto += [{**k, "example_id": k["example_id"] + "x", "completion": k["completion"].replace("A:", "A: 1")}
             for k in kto if not k["label"] and k["source_id"].endswith("r1")]  # a second, different wrong
     write_table(records_to_table(kto, "kto", "t"), str(d / "cand" / "kto" / "part-00000-of-00001.parquet"))
-    params = yaml.safe_load(open(prune.__file__.replace("prefsynth/pipelines/prune.py", "params.yaml")))
-    params["selection"].update(conversational=True, min_agreement=0.0)
-    params["selection"]["upo"].update(trusted_fraction=1.0, passes=3, epochs=1.0, batch_size=4, score_all=True)
+    params = yaml.safe_load(open(pairs_stage.__file__.replace("prefsynth/pipelines/pairs.py", "params.yaml")))
+    params["pairs"].update(conversational=True, min_agreement=0.0)
+    params["pairs"]["upo"].update(trusted_fraction=1.0, passes=3, epochs=1.0, batch_size=4, score_all=True)
     (d / "params.yaml").write_text(yaml.safe_dump(params))
     policy = tiny_random_policy(d / "policy")
-    prune.main(["--params", str(d / "params.yaml"), "--prompts", str(d / "prompts"), "--responses", str(d / "responses"),
+    pairs_stage.main(["--params", str(d / "params.yaml"), "--prompts", str(d / "prompts"), "--responses", str(d / "responses"),
                 "--candidates", str(d / "cand"), "--policy", policy, "--out", str(d / "pairs"), "--dead", str(d / "dead"),
-                "--metrics", str(d / "selection.json"), "--reports", str(d / "reports")])
+                "--metrics", str(d / "pairs.json"), "--reports", str(d / "reports")])
     kept = read_records(str(d / "pairs" / "response")) + read_records(str(d / "pairs" / "step"))
     pruned = read_records(str(d / "pairs" / "pruned"))
     assert len(kept) + len(pruned) == len(cands)
@@ -194,7 +194,7 @@ def test_prune_stage_trains_the_estimator_and_writes_trl_views(tmp_path):
     assert all(p["label_source"] != "self_consistency" or "dropped" in p["kept_reason"] for p in pruned)
     assert all(p["label_source"] != "self_consistency" for p in kept)
     assert (d / "pairs" / "kto").is_dir()  # other candidate views pass through
-    info = json.loads((d / "selection.json").read_text())["estimator"]
+    info = json.loads((d / "pairs.json").read_text())["estimator"]
     assert info["estimator"] == "pair_classifier" and info["passes"] == 3
     # verifier pairs both ways, plus one wrong-wrong tie per prompt (both ways) from the unpaired view
     assert info["train_examples"] == 2 * info["trusted_pairs"] + 2 * len(prompts) and info["trusted_pairs"] > 0

@@ -1,6 +1,6 @@
 """The UPO estimator on a real pretrained causal LM (SmolLM2-135M, Llama architecture, BPE):
 features of the right width, a head that trains, MC probabilities in [0, 1], the score-head
-estimator with dropout, and the prune stage resolving a policy.json to the real model. Seconds."""
+estimator with dropout, and the pairs stage resolving a policy.json to the real model. Seconds."""
 
 import json
 import time
@@ -80,22 +80,22 @@ def test_score_head_estimator_loads_a_llama_with_dropout(smollm2):
     assert np.array_equal(r, upo.mc_dropout_rewards(model, tok, texts, passes=2, seed=1, batch_size=2, max_length=24))
 
 
-def test_prune_scores_pairs_with_a_real_policy(smollm2, tmp_path):
+def test_pairs_stage_scores_pairs_with_a_real_policy(smollm2, tmp_path):
     from prefsynth.config import UPOConfig
-    from prefsynth.pipelines import prune
+    from prefsynth.pipelines import pairs as pairs_stage
 
     cfg = UPOConfig(passes=2, head_steps=20, head_hidden=16, batch_size=8, score_batch_size=4, max_length=32,
                     torch_threads=2)
     rows = [{"pair_id": f"x{i}", "prompt_id": f"p{i}", "prompt": p, "chosen": c, "rejected": r}
             for i, (p, c, r) in enumerate(_pairs())]
-    scores, info = prune.score_pairs(rows, rows[:2], smollm2, cfg, 0, str(tmp_path))
+    scores, info = pairs_stage.score_pairs(rows, rows[:2], smollm2, cfg, 0, str(tmp_path))
     assert set(scores) == {r["pair_id"] for r in rows}
     assert all(0 <= s[0] <= 1 and s[2] >= 0 for s in scores.values())
     assert info["passes"] == 2 and info["train_examples"] == 4
 
 
-def test_prune_main_resolves_policy_json_to_the_real_model(smollm2, tmp_path, monkeypatch):
-    from prefsynth.pipelines import prune
+def test_pairs_main_resolves_policy_json_to_the_real_model(smollm2, tmp_path, monkeypatch):
+    from prefsynth.pipelines import pairs as pairs_stage
     from prefsynth.schemas.io import records_to_table, write_table
 
     policy_dir = tmp_path / "policy-0"
@@ -119,9 +119,9 @@ def test_prune_main_resolves_policy_json_to_the_real_model(smollm2, tmp_path, mo
         seen["policy"] = policy
         raise Stop
 
-    monkeypatch.setattr(prune, "decide", fake_decide)
+    monkeypatch.setattr(pairs_stage, "decide", fake_decide)
     with pytest.raises(Stop):
-        prune.main(["--params", str(prune.__file__).replace("prefsynth/pipelines/prune.py", "params.yaml"),
+        pairs_stage.main(["--params", str(pairs_stage.__file__).replace("prefsynth/pipelines/pairs.py", "params.yaml"),
                     "--prompts", str(tmp_path / "prompts"), "--responses", str(tmp_path / "responses"),
                     "--candidates", str(tmp_path / "cand"), "--policy", str(policy_dir)])
     assert seen["policy"] == smollm2

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prefsynth.config.candidates import CandidatesConfig
 from prefsynth.config.card import CardConfig
 from prefsynth.config.critiques import CritiquesConfig
 from prefsynth.config.fields import option as _f
 from prefsynth.config.label import LabelConfig
+from prefsynth.config.pairs import PairsConfig
 from prefsynth.config.prompts import PromptsConfig
 from prefsynth.config.runner import BeamConfig, PolicyConfig
 from prefsynth.config.sampling import GenerateConfig, MCTSStageConfig
-from prefsynth.config.selection import PairsConfig, SelectionConfig
 from prefsynth.config.tiny import BootstrapConfig, CriticConfig
 from prefsynth.config.train import EvaluateConfig, TrainConfig
 from prefsynth.prompting import PromptingConfig
@@ -32,8 +33,8 @@ class Params:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     mcts: MCTSStageConfig = field(default_factory=MCTSStageConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
     card: CardConfig = field(default_factory=CardConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     critiques: CritiquesConfig = field(default_factory=CritiquesConfig)

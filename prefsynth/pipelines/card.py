@@ -85,9 +85,9 @@ def lineage(lock_path: str = "dvc.lock") -> list[dict]:
     return rows
 
 
-STAGE_ORDER = ["prompts", "bootstrap", "generate", "mcts", "label", "critiques", "pairs", "prune", "train",
+STAGE_ORDER = ["prompts", "bootstrap", "generate", "mcts", "label", "critiques", "candidates", "pairs", "train",
                "evaluate"]
-QUALITY = ("mcts", "labels", "pairs", "selection", "evaluate", "bootstrap", "critic", "critiques", "train")
+QUALITY = ("mcts", "labels", "candidates", "pairs", "evaluate", "bootstrap", "critic", "critiques", "train")
 
 
 HF_SPLITS = ("train", "validation", "test")

@@ -22,7 +22,7 @@ def _pair(prompt_id: str, level: str, prompt: str, chosen: str, rejected: str, c
           chosen_score: float, rejected_score: float, source: str, reason: str, weight: float = 1.0) -> dict:
     return {
         # the source is part of the id: each label source keeps its own candidate (its precision is measured
-        # on all of them); the prune stage keeps one pair per content across sources
+        # on all of them); the pairs stage keeps one pair per content across sources
         "pair_id": content_id(prompt_id, level, prompt, chosen, rejected, source),
         "prompt_id": prompt_id, "level": level, "prompt": prompt, "chosen": chosen, "rejected": rejected,
         "chosen_id": chosen_id, "rejected_id": rejected_id, "chosen_score": chosen_score,

@@ -161,7 +161,7 @@ def train_estimator(policy_path: str, trusted: Sequence[dict], out_dir: str, *, 
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     from prefsynth.pipelines.stage import attach_trainer_progress
 
-    attach_trainer_progress(trainer, "prune", unit="estimator steps")
+    attach_trainer_progress(trainer, "pairs", unit="estimator steps")
     trainer.train()
     return trainer.model, tok
 

@@ -1,0 +1,25 @@
+"""The candidates stage: candidate pairs from every label source (data/candidates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefsynth.config.fields import option as _f
+
+
+@dataclass
+class CandidatesConfig:
+    response_sources: list = _f(["verifier", "self_consistency"],
+                                "Label sources of response-level pairs: labeler-name prefixes in data/labels "
+                                "(verifier, p_true, judge_...; each matching labeler is its own source), plus "
+                                "self_consistency (majority vs minority answer) and self_certainty (Borda winner), "
+                                "computed here from the samples. The first source also labels the KTO view.")
+    max_response_pairs: int = _f(2, "Response-level pairs per prompt and source at most (best vs worst first).")
+    min_margin: float = _f(0.5, "Smallest score gap for a response-level pair.")
+    min_margins: dict = _f({}, "Per-source override of min_margin (source prefix -> gap), e.g. {p_true: 0.2}.")
+    borda_power: float = _f(0.5, "self_certainty source: rank r of N gives (N-r+1)**power Borda points to its "
+                            "answer (0: plain majority; large: Best-of-N by self-certainty).")
+    min_q_gap: float = _f(0.1, "Smallest Q gap between MCTS siblings for a step-level pair.")
+    step_dpo: bool = _f(True, "Step-DPO pairs at each response's first wrong step (tasks with exact steps).")
+    max_step_dpo_per_prompt: int = _f(4, "Responses per prompt that give Step-DPO pairs.")
+    num_shards: int = _f(1, "Parquet files per pair view.")

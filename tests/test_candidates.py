@@ -1,0 +1,94 @@
+"""The candidates stage's pair construction on hand cases, TRL's format helpers, and a 2-step DPOTrainer run on real pairs."""
+
+import pytest
+
+from prefsynth.tasks import arith
+from prefsynth.transforms.pairs import dedupe, kto_rows, prm_row, response_pairs, step_dpo_pairs, tree_step_pairs
+
+PROMPT = {"prompt_id": "p", "prompt": "Q: (20-3-8)*4=?\n", "task": "arith"}
+
+
+def _r(rid, text, lp=-0.1):
+    return {"response_id": rid, "text": text, "steps": arith.split_steps(text), "mean_logprob": lp}
+
+
+def test_response_pairs_best_vs_worst_first_capped_and_deduplicated():
+    rs = [_r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n", -0.1), _r("b", "20-3=17\nA: 17\n", -0.2),
+          _r("c", "20-3=17\n17-8=8\n8*4=32\nA: 32\n", -0.9), _r("d", "20-3=17\n17-8=9\n9*4=36\nA: 36\n", -0.3)]
+    scores = {"a": 1.0, "b": 0.0, "c": 0.0, "d": 1.0}
+    pairs = response_pairs(PROMPT, rs, scores, max_pairs=2, min_margin=0.5, source="verifier")
+    assert len(pairs) == 2
+    # best (score 1, highest log-prob) vs worst (score 0, lowest log-prob) first
+    assert (pairs[0]["chosen_id"], pairs[0]["rejected_id"]) == ("a", "c")
+    assert pairs[0]["kept_reason"] == "best vs worst" and pairs[0]["margin"] == 1.0
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    # same text on both sides (a and d) never pairs; no contrast -> no pairs
+    assert response_pairs(PROMPT, rs[:1] + rs[3:], {"a": 1.0, "d": 1.0}, 4, 0.5, "verifier") == []
+    assert dedupe(pairs + pairs) == sorted(pairs, key=lambda p: p["pair_id"])
+
+
+def _node(nid, parent, text, q, visits=2):
+    return {"node_id": nid, "parent_id": parent, "step_text": text, "q": q, "visits": visits}
+
+
+def test_step_pairs_from_a_hand_built_tree():
+    nodes = [_node("root", None, "", 0.0, 6), _node("a", "root", "20-3=17", 0.9, 4),
+             _node("b", "root", "20-3=18", -0.4, 1),
+             _node("a1", "a", "17-8=9", 0.8, 2), _node("a2", "a", "17-8=8", -0.6, 1), _node("a3", "a", "17-8=7", 0.1, 1),
+             _node("a4", "a", "17-8=6", 5.0, 0)]  # never visited: not a candidate
+    pairs = tree_step_pairs(PROMPT, nodes, min_q_gap=0.1)
+    by_prompt = {p["prompt"]: p for p in pairs}
+    root = by_prompt["Q: (20-3-8)*4=?\n"]
+    assert (root["chosen"], root["rejected"]) == ("20-3=17\n", "20-3=18\n")
+    assert root["weight"] == pytest.approx(1 / 4)  # visits 1 vs 4
+    deeper = by_prompt["Q: (20-3-8)*4=?\n20-3=17\n"]
+    assert (deeper["chosen"], deeper["rejected"]) == ("17-8=9\n", "17-8=8\n")
+    assert deeper["level"] == "step" and deeper["label_source"] == "mcts_q"
+
+
+def test_step_dpo_pair_at_the_known_first_error():
+    r = _r("x", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
+    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), r["steps"])
+    (pair,) = step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps)
+    assert pair["prompt"] == "Q: (20-3-8)*4=?\n20-3=17\n"
+    assert (pair["chosen"], pair["rejected"]) == ("17-8=9\n", "17-8=8\n")
+    ok = _r("y", "20-3=17\n17-8=9\n9*4=36\nA: 36\n")
+    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), ok["steps"])
+    assert step_dpo_pairs(PROMPT, ok, v.step_correct, v.expected_steps) == []
+
+
+def test_kto_and_prm_views():
+    good, bad = _r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n"), _r("c", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
+    kto = kto_rows(PROMPT, [good, bad], {"a": 1.0, "c": 0.0}, "verifier")
+    assert [(k["completion"], k["label"]) for k in kto] == [(good["text"], True), (bad["text"], False)]
+    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), bad["steps"])
+    prm = prm_row(PROMPT, bad, v.step_correct, "verifier_arith")
+    assert prm["completions"] == bad["steps"] and prm["labels"] == [True, False, False, False]
+    assert set(prm) >= {"prompt", "completions", "labels"}  # TRL's stepwise format
+
+
+@pytest.mark.slow
+def test_pairs_pass_trl_helpers_and_train_two_dpo_steps(tmp_path):
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+    from trl.data_utils import is_conversational
+
+    from helpers import tiny_random_policy
+
+    r = _r("x", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
+    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), r["steps"])
+    rows = step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps) * 4
+    rows += response_pairs(PROMPT, [_r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n"), r], {"a": 1.0, "x": 0.0}, 1, 0.5,
+                           "verifier") * 4
+    ds = datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in rows])
+    assert not is_conversational(ds[0])
+    policy = tiny_random_policy(tmp_path / "policy")
+    model = AutoModelForCausalLM.from_pretrained(policy)
+    tok = AutoTokenizer.from_pretrained(policy)
+    trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=2, per_device_train_batch_size=4,
+                                                     use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+                                                     max_length=96, logging_steps=1, disable_tqdm=True),
+                         train_dataset=ds, processing_class=tok)
+    out = trainer.train()
+    assert out.global_step == 2 and out.training_loss > 0
