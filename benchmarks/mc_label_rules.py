@@ -1,0 +1,397 @@
+"""Which Monte-Carlo decision rule locates the first wrong step best, at what rollout cost (issue 17).
+
+Two parts:
+
+  collect  sample responses of policy-0 on the VALIDATION and TEST prompts (the label stage's own
+           responses are all on train prompts), roll out K completions from every step prefix and
+           record every rollout's final answer, plus the P(True) self-evaluation of every step.
+           Saved as JSON lines (one response a line) so that any rule and any k <= K can be
+           simulated offline: probes are seeded per (response, step) exactly as in the label
+           stage, so a search that probes a subset of prefixes sees the same values.
+  rules    F1 of the detected first wrong step (prefsynth.transforms.mc_labels.detection_scores)
+           and rollouts per response for each candidate rule, with a 95% bootstrap interval
+           (prompts resampled), on validation; the chosen rule once on test. `--committed` also
+           replays the rules on the committed label-stage data (train prompts, K=8) as a check
+           that the simulation reproduces metrics/round-1/labels.json.
+
+    .venv/bin/python benchmarks/mc_label_rules.py collect --out /tmp/mcb/rollouts.jsonl
+    .venv/bin/python benchmarks/mc_label_rules.py rules --data /tmp/mcb/rollouts.jsonl --committed
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+# ---- collect -------------------------------------------------------------------------------------
+
+def collect(args) -> None:
+    import pyarrow.parquet as pq
+
+    from prefsynth.backends.base import SamplingParams
+    from prefsynth.backends.factory import make_backend
+    from prefsynth.config import load_params
+    from prefsynth.ids import seed_for
+    from prefsynth.tasks import get_task
+    from prefsynth.transforms import judges as J
+    from prefsynth.transforms.label_beam import judge_target
+
+    try:
+        params = load_params("params.yaml")
+    except ValueError as e:  # params.yaml mid-edit by someone else: the built-in defaults (same values here)
+        print(f"params.yaml unreadable ({e}); using the built-in defaults", flush=True)
+        params = load_params(None)
+    print(f"seed {params.seed}, sampling T={params.generate.temperature}, rollouts T={params.label.mc.temperature}",
+          flush=True)
+    backend = make_backend(params.policy, args.policy)
+    task = get_task("arith")
+    prompts = [p for p in pq.read_table(args.prompts).to_pylist() if p["split"] in args.splits]
+    prompts.sort(key=lambda p: p["prompt_id"])
+    if args.max_prompts:
+        prompts = prompts[:args.max_prompts]
+    g = params.generate
+    t0 = time.time()
+    sp = SamplingParams(n=args.samples, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens)
+    groups = backend.generate([p["prompt"] for p in prompts], sp,
+                              [seed_for(params.seed, p["prompt_id"], "bench/mc_rules/sample") for p in prompts])
+    responses = []
+    for p, group in zip(prompts, groups):
+        for j, c in enumerate(group):
+            steps = task.split_steps(c.text)
+            if not steps:
+                continue
+            responses.append({"response_id": f"{p['prompt_id']}/{j}", "prompt_id": p["prompt_id"], "split": p["split"],
+                              "text": c.text, "steps": steps, "final_answer": task.extract_answer(c.text),
+                              "reference": p["reference_answer"]})
+    print(f"{len(responses)} responses of {len(prompts)} prompts in {time.time() - t0:.0f} s", flush=True)
+    by_prompt = {p["prompt_id"]: p for p in prompts}
+    # every non-final prefix, K rollouts, seeded as the label stage seeds them (seed_for(seed, id, mc/i))
+    # (a right final answer ends every gated search at no cost: only wrong answers are rolled out)
+    todo = [(r, i) for r in responses if not task.answers_match(r["final_answer"], r["reference"])
+            for i in range(len(r["steps"]) - 1)]
+    mc = params.label.mc
+    temperature = mc.temperature if args.rollout_temperature is None else args.rollout_temperature
+    sp = SamplingParams(n=args.rollouts, temperature=temperature, max_new_tokens=mc.max_new_tokens)
+    answers: dict[tuple[str, int], list] = {}
+    for s in range(0, len(todo), args.chunk):
+        chunk = todo[s:s + args.chunk]
+        ctx = [by_prompt[r["prompt_id"]]["prompt"] + "".join(x + "\n" for x in r["steps"][:i + 1]) for r, i in chunk]
+        out = backend.generate(ctx, sp, [seed_for(params.seed, r["response_id"], f"mc/{i}") for r, i in chunk])
+        for (r, i), group in zip(chunk, out):
+            prefix = "\n".join(r["steps"][:i + 1]) + "\n"
+            answers[(r["response_id"], i)] = [task.extract_answer(prefix + c.text) for c in group]
+        print(f"  rollouts {s + len(chunk)}/{len(todo)} prefixes, {time.time() - t0:.0f} s", flush=True)
+    # P(True) of every step prefix (the native self-evaluation the label stage asks)
+    templates = J.load_templates(None)
+    targets = [judge_target({**r, "steps": r["steps"]}, by_prompt[r["prompt_id"]]) for r in responses]
+    pt: dict[tuple[str, int | None], float] = {}
+    for s in range(0, 0 if args.no_p_true else len(targets), 512):
+        res = J.judge_p_true(targets[s:s + 512], backend, templates, True)
+        for row in res.rows:
+            pt[(row["target_id"], row["step_index"])] = row["score"]
+    with open(args.out, "w") as f:
+        for r in responses:
+            verdict = task.verify_steps(by_prompt[r["prompt_id"]], r["steps"])
+            r.update(first_wrong=verdict.first_wrong_step, step_ok=verdict.step_correct,
+                     answer_correct=verdict.answer_correct,
+                     rollout_answers=[answers.get((r["response_id"], i)) for i in range(len(r["steps"]) - 1)],
+                     p_true_response=pt.get((r["response_id"], None)),
+                     p_true_steps=[pt.get((r["response_id"], i)) for i in range(len(r["steps"]))])
+            f.write(json.dumps(r) + "\n")
+    print(f"wrote {len(responses)} responses to {args.out} in {time.time() - t0:.0f} s")
+
+
+# ---- rules ---------------------------------------------------------------------------------------
+
+# A response as the rules see it: n steps, the truth, and per non-final prefix the rollout outcomes
+# (1 reached the reference, "own" reached the response's own wrong answer). The final step's value
+# is free (its own answer decides), so a rule only pays k rollouts per non-final prefix it probes.
+
+def _case(r: dict, k: int) -> dict:
+    from prefsynth.tasks.arith import answers_match
+
+    n = len(r["steps"])
+    ref, own = r["reference"], r["final_answer"]
+    final_bad = not answers_match(own, ref)
+    v, a = [], []
+    for ans in r["rollout_answers"]:
+        if ans is None:  # not rolled out (right final answer): no gated rule probes it
+            v.append(None)
+            a.append(None)
+            continue
+        ans = ans[:k]
+        v.append(sum(answers_match(x, ref) for x in ans) / len(ans))
+        a.append(sum(answers_match(x, own) for x in ans) / len(ans) if own is not None else 0.0)
+    return {"prompt_id": r["prompt_id"], "n": n, "truth": r["first_wrong"], "final_bad": final_bad, "v": v, "a": a,
+            "pt": r.get("p_true_steps") or [None] * n, "k": k}
+
+
+def committed_cases(labels="data/round-1/labels", responses="data/round-1/responses", prompts="data/prompts") -> list:
+    """The label stage's own MC data (train prompts): the mc_every soft values (K=8) of every prefix."""
+    import pyarrow.parquet as pq
+
+    from prefsynth.tasks import get_task
+
+    task = get_task("arith")
+    R = {r["response_id"]: r for r in pq.read_table(responses).to_pylist()}
+    P = {p["prompt_id"]: p for p in pq.read_table(prompts).to_pylist()}
+    ev, pt = collections.defaultdict(dict), collections.defaultdict(dict)
+    for row in pq.read_table(labels).to_pylist():
+        if row["labeler"] == "mc_every":
+            ev[row["target_id"]][row["step_index"]] = row["score"]
+        elif row["labeler"] == "p_true" and row["target_kind"] == "step":
+            pt[row["target_id"]][row["step_index"]] = row["score"]
+    out = []
+    for rid, vals in sorted(ev.items()):
+        resp, n = R[rid], len(R[rid]["steps"])
+        prompt = P[resp["prompt_id"]]
+        truth = task.verify_steps(prompt, list(resp["steps"])).first_wrong_step
+        out.append({"prompt_id": resp["prompt_id"], "n": n, "truth": truth, "final_bad": vals[n - 1] == 0.0,
+                    "v": [vals[i] for i in range(n - 1)], "a": [None] * (n - 1),
+                    "pt": [pt[rid].get(i) for i in range(n)], "k": 8, "ungated_every": True})
+    return out
+
+
+def bad_predicate(kind: str, t: float, s: float):
+    """Is prefix i bad? value: soft value <= t (t=0: Math-Shepherd's hard label, "no rollout reaches
+    the answer"); own: at least a share s of rollouts reach the response's own (wrong) final answer
+    (the error is already committed in the prefix); both: value <= t and own >= s."""
+    if kind == "value":
+        return lambda c, i: c["v"][i] <= t + 1e-9
+    if kind == "own":
+        return lambda c, i: c["a"][i] >= s - 1e-9
+    if kind == "both":
+        return lambda c, i: c["v"][i] <= t + 1e-9 and c["a"][i] >= s - 1e-9
+    raise ValueError(kind)
+
+
+def search(c: dict, bad, how: str) -> tuple[int | None, int]:
+    """(predicted first wrong step, probes paid) of one search rule over the prefixes of case c.
+
+    Every search is gated by the free final check (a right answer: no error, nothing spent) except
+    Math-Shepherd's `every`, which probes all prefixes of all responses (the label stage's default).
+    binary: OmegaPRM bisection on [0, n-1) assuming bad stays bad; forward: probe 0, 1, ... and stop
+    at the first bad prefix; backward: probe n-2, n-3, ... and stop at the first good one; prior:
+    no rollouts, the step where errors are most often (chosen on validation: see `prior_step`)."""
+    n, m = c["n"], c["n"] - 1
+    if how == "every_ungated":
+        if c.get("ungated_every") is None and not c["final_bad"]:
+            return None, m  # not rolled out here; a right answer's prefixes essentially always have value > 0
+        for i in range(m):
+            if bad(c, i):
+                return i, m
+        return (m if c["final_bad"] else None), m
+    if not c["final_bad"]:
+        return None, 0
+    if how == "every":
+        return next((i for i in range(m) if bad(c, i)), m), m
+    if how == "forward":
+        for i in range(m):
+            if bad(c, i):
+                return i, i + 1
+        return m, m
+    if how == "backward":
+        for probes, i in enumerate(range(m - 1, -1, -1), start=1):
+            if not bad(c, i):
+                return i + 1, probes
+        return 0, m
+    if how == "binary":
+        lo, hi, probes = 0, m, 0  # the final prefix (index m) is known bad
+        while lo < hi:
+            mid = (lo + hi) // 2
+            probes += 1
+            if bad(c, mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo, probes
+    if how.startswith("prior"):
+        return min(int(how.split(":")[1]), m), 0
+    raise ValueError(how)
+
+
+def judge_first_error(c: dict, q: float) -> int | None:
+    """The P(True) judge's first wrong step: the first step whose P(yes) < q (None: all judged right)."""
+    return next((i for i, p in enumerate(c["pt"]) if p is not None and p < q), None)
+
+
+def evaluate(cases: list, rule) -> tuple[list, float]:
+    """[(pred, truth, prompt_id)], rollouts per response."""
+    rows, spent = [], 0
+    for c in cases:
+        pred, probes = rule(c)
+        rows.append((pred, c["truth"], c["prompt_id"]))
+        spent += probes * c["k"]
+    return rows, spent / len(cases)
+
+
+def f1_of(rows) -> dict:
+    from prefsynth.transforms.mc_labels import detection_scores
+
+    return detection_scores([(p, t) for p, t, _ in rows])
+
+
+def bootstrap(rows, reps: int, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of F1, prompts resampled (a prompt's responses move together)."""
+    by = collections.defaultdict(list)
+    for r in rows:
+        by[r[2]].append((r[0], r[1]))
+    keys = sorted(by)
+    rng = random.Random(seed)
+    vals = []
+    for _ in range(reps):
+        tp = fp = fn = 0
+        for key in rng.choices(keys, k=len(keys)):
+            for pred, true in by[key]:
+                tp += pred is not None and pred == true
+                fp += pred is not None and pred != true
+                fn += true is not None and pred != true
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        vals.append(2 * p * r / (p + r) if p and r else 0.0)
+    vals.sort()
+    return vals[int(0.025 * reps)], vals[int(0.975 * reps) - 1]
+
+
+def candidate_rules(ks, with_own: bool, with_judge: bool):
+    """name -> (k, rule(case) -> (pred, probes))."""
+    grid_t = [0.0, 0.125, 0.25, 0.375, 0.5]
+    grid_s = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
+    out = {}
+    for k in ks:
+        for how in ("every_ungated", "every", "forward", "backward", "binary"):
+            for t in grid_t:
+                b = bad_predicate("value", t, 0)
+                out[f"k={k} {how} value<={t:g}"] = (k, lambda c, b=b, how=how: search(c, b, how))
+            if with_own:
+                for s in grid_s:
+                    b = bad_predicate("own", 0, s)
+                    out[f"k={k} {how} own>={s:g}"] = (k, lambda c, b=b, how=how: search(c, b, how))
+                    for t in (0.0, 0.125, 0.25):
+                        b = bad_predicate("both", t, s)
+                        out[f"k={k} {how} value<={t:g}&own>={s:g}"] = (k, lambda c, b=b, how=how: search(c, b, how))
+    for j in range(4):
+        out[f"prior step {j} (no rollouts)"] = (8, lambda c, j=j: search(c, None, f"prior:{j}"))
+    if with_judge:
+        for q in (0.3, 0.4, 0.45, 0.5, 0.55):
+            out[f"p_true first step < {q:g} (gated, no rollouts)"] = (
+                8, lambda c, q=q: ((judge_first_error(c, q) if c["final_bad"] else None), 0))
+    return out
+
+
+def consensus(rule, q: float):
+    """The MC rule's first error where the P(True) judge agrees on it (its first step with P(yes) < q),
+    else no label: the Qwen PRM-lessons filter, as abstention."""
+    def run(c):
+        pred, probes = rule(c)
+        if pred is not None and judge_first_error(c, q) != pred:
+            return None, probes
+        return pred, probes
+    return run
+
+
+def load_cases(path: str, split: str, k: int) -> list:
+    with open(path) as f:
+        return [_case(r, k) for r in map(json.loads, f) if r["split"] == split]
+
+
+def rules(args) -> None:
+    sets = {}
+    for split in ("validation", "test"):
+        sets[split] = {k: load_cases(args.data, split, k) for k in (2, 4, 8)}
+    rules_ = candidate_rules((2, 4, 8), True, True)
+
+    def run(split, only=None):
+        results = []
+        for label, (k, rule) in rules_.items():
+            if only is not None and label not in only:
+                continue
+            rows, cost = evaluate(sets[split][k], rule)
+            sc = f1_of(rows)
+            results.append({"rule": label, "k": k, **{x: sc[x] for x in ("f1", "precision", "recall", "tp", "fp", "fn")},
+                            "rollouts_per_response": round(cost, 2), "responses": len(rows), "_rows": rows})
+        results.sort(key=lambda r: (-r["f1"], r["rollouts_per_response"]))
+        return results
+
+    def show(title, results, cases, n_show):
+        print(f"\n== {title}: {len(cases)} responses of {len({c['prompt_id'] for c in cases})} prompts, "
+              f"{sum(c['truth'] is not None for c in cases)} with a wrong step ==")
+        for r in results[:n_show]:
+            r["ci"] = bootstrap(r["_rows"], args.boot)
+            print(f"  F1 {r['f1']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]  P {r['precision'] or 0:.3f} "
+                  f"R {r['recall'] or 0:.3f}  {r['rollouts_per_response']:5.2f} rollouts/resp  {r['rule']}")
+
+    val = run("validation")
+    baselines = ["k=8 every_ungated value<=0", "k=8 binary value<=0"]
+    within = [r for r in val if r["rollouts_per_response"] <= args.budget]
+    show("validation, best rules within budget", within, sets["validation"][8], 15)
+    show("validation, the label stage's current rules", [r for r in val if r["rule"] in baselines],
+         sets["validation"][8], 2)
+    by_family = {}
+    for r in within:
+        fam = r["rule"].split(" ")[1] if r["rule"].startswith("k=") else r["rule"].split(" ")[0]
+        by_family.setdefault(fam, r)
+    show("validation, best of each search within budget", list(by_family.values()), sets["validation"][8], 20)
+    chosen = within[0]
+    # consensus with the P(True) judge on the chosen rule (abstain where they disagree)
+    k, rule = rules_[chosen["rule"]]
+    cons = []
+    for q in (0.4, 0.45, 0.5):
+        rows, cost = evaluate(sets["validation"][k], consensus(rule, q))
+        sc = f1_of(rows)
+        cons.append({"rule": f"{chosen['rule']} + P(True)<{q:g} consensus", **sc, "rollouts_per_response": cost,
+                     "_rows": rows})
+    show("validation, consensus with the P(True) judge", cons, sets["validation"][8], 3)
+    test = run("test", only={chosen["rule"], *baselines})
+    show(f"TEST (once): the chosen rule {chosen['rule']!r} and the current ones", test, sets["test"][8], 3)
+    if args.committed:
+        cases = committed_cases()
+        res = []
+        for label in [chosen["rule"], *baselines] if "own" not in chosen["rule"] else baselines:
+            k, rule = rules_[label]
+            if k != 8:
+                continue
+            rows, cost = evaluate(cases, rule)
+            res.append({"rule": label, **f1_of(rows), "rollouts_per_response": cost, "_rows": rows})
+        show("committed label-stage data (train prompts; K=8, no rollout answers stored)", res, cases, 3)
+    if args.json:
+        strip = lambda rs: [{k: v for k, v in r.items() if k != "_rows"} for r in rs]
+        Path(args.json).write_text(json.dumps({"validation_within_budget": strip(within[:30]),
+                                               "chosen": chosen["rule"], "test": strip(test)}, indent=1))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--out", required=True)
+    c.add_argument("--prompts", default="data/prompts")
+    c.add_argument("--policy", default="models/policy-0")
+    c.add_argument("--splits", nargs="+", default=["validation", "test"])
+    c.add_argument("--samples", type=int, default=2, help="responses sampled per prompt")
+    c.add_argument("--rollouts", type=int, default=8, help="K rollouts per prefix (rules may use the first k)")
+    c.add_argument("--max-prompts", type=int, default=None)
+    c.add_argument("--rollout-temperature", type=float, default=None, help="default: label.mc.temperature")
+    c.add_argument("--no-p-true", action="store_true")
+    c.add_argument("--chunk", type=int, default=1024, help="prefixes per generate call")
+    r = sub.add_parser("rules")
+    r.add_argument("--data", required=True)
+    r.add_argument("--committed", action="store_true", help="also replay on data/round-1 (train prompts, K=8)")
+    r.add_argument("--budget", type=float, default=10.0, help="most rollouts per response a chosen rule may spend")
+    r.add_argument("--boot", type=int, default=1000)
+    r.add_argument("--json", default=None, help="write the tables here")
+    args = ap.parse_args(argv)
+    collect(args) if args.cmd == "collect" else rules(args)
+
+
+if __name__ == "__main__":
+    main()
