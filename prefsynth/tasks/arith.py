@@ -236,16 +236,10 @@ class ArithTask(BaseTask):
     exact_steps = True
     answer_instruction = "Compute it left to right, one operation per line, then write 'A: <answer>'."
 
-    def format_prompt(self, question: str) -> str:
-        return format_prompt(question)
-
+    format_prompt = staticmethod(format_prompt)
     split_steps = staticmethod(split_steps)
-
-    def extract_answer(self, solution: str) -> str | None:
-        return extract_answer(solution)
-
-    def answers_match(self, predicted: str | None, reference: str | None) -> bool:
-        return answers_match(predicted, reference)
+    extract_answer = staticmethod(extract_answer)
+    answers_match = staticmethod(answers_match)
 
     def answer_key(self, answer: str | None) -> str | None:
         try:

@@ -219,14 +219,8 @@ class Gsm8kTask(BaseTask):
 
     format_prompt = staticmethod(format_prompt)
     split_steps = staticmethod(split_steps)
-
-    def extract_answer(self, solution: str) -> str | None:
-        """The stated answer (`\\boxed{}`, `####`, `A:`, `the answer is`) as a number, else the
-        last number in the text (GSM8K's usual lenient fallback)."""
-        return extract_answer(solution)
-
-    def answers_match(self, predicted: str | None, reference: str | None) -> bool:
-        return answers_match(predicted, reference)
+    extract_answer = staticmethod(extract_answer)
+    answers_match = staticmethod(answers_match)
 
     def answer_key(self, answer: str | None) -> str | None:
         value = parse_number(answer)

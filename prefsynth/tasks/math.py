@@ -114,12 +114,8 @@ class MathTask(BaseTask):
     answer_instruction = "Solve it step by step, one step per line, and put the final answer in \\boxed{}."
     format_prompt = staticmethod(format_prompt)
     split_steps = staticmethod(split_steps)
-
-    def extract_answer(self, solution: str) -> str | None:
-        return extract_answer(solution)
-
-    def answers_match(self, predicted: str | None, reference: str | None) -> bool:
-        return answers_match(predicted, reference)
+    extract_answer = staticmethod(extract_answer)
+    answers_match = staticmethod(answers_match)
 
     def answer_key(self, answer: str | None) -> str | None:
         # equivalence is symbolic; the vote groups by whitespace-free text (math-verify decides truth)
