@@ -67,7 +67,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("apache_beam", "urllib3", "httpx", "httpx2", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from prefsynth.pipelines.stage import ProgressLogHandler
+    from prefsynth.pipelines.progress import ProgressLogHandler
 
     handler = ProgressLogHandler(sys.stderr)
     handler.setFormatter(fmt)
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the network
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     setup_logging()
-    from prefsynth.pipelines.stage import AccountingError, StageGuardError, end_process
+    from prefsynth.pipelines.accounting import AccountingError, StageGuardError
+    from prefsynth.pipelines.stage import end_process
 
     try:
         importlib.import_module(STAGES[stage]).main(rest)

@@ -4,7 +4,7 @@ import logging
 
 import apache_beam as beam
 
-from prefsynth.pipelines.stage import counters
+from prefsynth.pipelines.accounting import counters
 from prefsynth.tasks import get_task, gsm8k
 from prefsynth.tasks import math as math_task
 

@@ -15,7 +15,8 @@ import pytest
 
 from prefsynth.config import BeamConfig
 from prefsynth.pipelines import generate, prompts
-from prefsynth.pipelines.stage import Heartbeat, Output, run_stage
+from prefsynth.pipelines.progress import Heartbeat
+from prefsynth.pipelines.stage import Output, run_stage
 from prefsynth.schemas.io import WriteDataset, dataset_files
 from prefsynth.transforms import deadletters
 

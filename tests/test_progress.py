@@ -9,7 +9,7 @@ import time
 from types import SimpleNamespace
 
 from prefsynth.cli import QuietFilter
-from prefsynth.pipelines.stage import Heartbeat, Progress, ProgressLogHandler, attach_trainer_progress
+from prefsynth.pipelines.progress import Heartbeat, Progress, ProgressLogHandler, attach_trainer_progress
 
 
 def test_progress_line_has_counts_rate_and_eta():

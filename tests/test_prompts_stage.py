@@ -5,7 +5,8 @@ import pytest
 
 from prefsynth.config import load_params
 from prefsynth.pipelines import prompts as prompts_stage
-from prefsynth.pipelines.stage import Account, AccountingError, StageGuardError, staging_path
+from prefsynth.pipelines.accounting import Account, AccountingError, StageGuardError
+from prefsynth.pipelines.staging import staging_path
 from prefsynth.schemas.io import dataset_files, read_records
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from prefsynth.pipelines import prompts as prompts_stage
-from prefsynth.pipelines.stage import Account, StageGuardError, guard_problem
+from prefsynth.pipelines.accounting import Account, StageGuardError, guard_problem
 from prefsynth.schemas.io import read_records
 
 

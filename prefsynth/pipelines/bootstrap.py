@@ -20,7 +20,8 @@ from pathlib import Path
 from prefsynth.config import Params, load_params
 from prefsynth.ids import seed_for
 from prefsynth.pipelines.cli_args import add_outputs, stage_parser
-from prefsynth.pipelines.stage import attach_trainer_progress, write_metrics
+from prefsynth.pipelines.progress import attach_trainer_progress
+from prefsynth.pipelines.stage import write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import arith
 

@@ -26,7 +26,8 @@ from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, TrainConfig, load_params
 from prefsynth.ids import seed_for
 from prefsynth.pipelines.cli_args import add_outputs, stage_parser
-from prefsynth.pipelines.stage import attach_trainer_progress, write_metrics
+from prefsynth.pipelines.progress import attach_trainer_progress
+from prefsynth.pipelines.stage import write_metrics
 from prefsynth.schemas.io import read_records
 from prefsynth.tasks import get_task
 

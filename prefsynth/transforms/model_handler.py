@@ -72,7 +72,7 @@ class BatchProgress:
 
     def progress(self):
         if self._progress is None:
-            from prefsynth.pipelines.stage import Progress
+            from prefsynth.pipelines.progress import Progress
 
             self._progress = Progress(self.stage, total=self.total, unit=self.unit)
         return self._progress

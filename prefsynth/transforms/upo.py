@@ -159,7 +159,7 @@ def train_estimator(policy_path: str, trusted: Sequence[dict], out_dir: str, *, 
         disable_tqdm=True, seed=seed_for(seed, "upo", "estimator_train") % (2 ** 31), dataset_num_proc=None,
         activation_checkpointing=False)
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
-    from prefsynth.pipelines.stage import attach_trainer_progress
+    from prefsynth.pipelines.progress import attach_trainer_progress
 
     attach_trainer_progress(trainer, "pairs", unit="estimator steps")
     trainer.train()
