@@ -342,6 +342,18 @@ def rules(args) -> None:
         by_family.setdefault(fam, r)
     show("validation, best of each search within budget", list(by_family.values()), sets["validation"][8], 20)
     chosen = within[0]
+    kinds = {}
+    for r in within:
+        if r["rule"].startswith("k="):
+            pred = r["rule"].split(" ", 2)[2]
+            kinds.setdefault("both" if "&" in pred else pred.split("<")[0].split(">")[0], r)
+    show("validation, best rule of each predicate within budget", list(kinds.values()), sets["validation"][8], 5)
+    pred = chosen["rule"].split(" ", 2)[2]
+    same = [r for r in val if r["rule"].startswith("k=") and r["rule"].split(" ", 2)[2] in (pred, "value<=0")
+            and r["rule"].split(" ")[0] in ("k=4", "k=8")]
+    same.sort(key=lambda r: (r["rule"].split(" ")[0], r["rule"].split(" ")[1], r["rule"]))
+    show(f"validation, the chosen predicate {pred!r} vs the hard one, by search and k (any cost)", same,
+         sets["validation"][8], len(same))
     # consensus with the P(True) judge on the chosen rule (abstain where they disagree)
     k, rule = rules_[chosen["rule"]]
     cons = []
@@ -351,8 +363,12 @@ def rules(args) -> None:
         cons.append({"rule": f"{chosen['rule']} + P(True)<{q:g} consensus", **sc, "rollouts_per_response": cost,
                      "_rows": rows})
     show("validation, consensus with the P(True) judge", cons, sets["validation"][8], 3)
-    test = run("test", only={chosen["rule"], *baselines})
-    show(f"TEST (once): the chosen rule {chosen['rule']!r} and the current ones", test, sets["test"][8], 3)
+    # the chosen predicate is the label stage's decision rule (label.mc.bad_value_max, bad_own_min); its
+    # searches (label.methods) keep k=8: shown on test with the chosen predicate and with the hard one
+    stage_rules = [f"k=8 {how} {p}" for how in ("binary", "every_ungated", "forward") for p in (pred, "value<=0")]
+    test = run("test", only={chosen["rule"], *baselines, *stage_rules})
+    show(f"TEST (once): the chosen rule {chosen['rule']!r}, and the label stage's searches (k=8) with the "
+         f"chosen predicate and the hard one", test, sets["test"][8], len(test))
     if args.committed:
         cases = committed_cases()
         res = []

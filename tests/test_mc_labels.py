@@ -10,8 +10,10 @@ from prefsynth.transforms.mc_labels import (
     ResponseToLabel,
     detection_scores,
     first_error,
+    is_bad,
     label_binary_search,
     label_every_prefix,
+    label_forward_scan,
     label_rows,
 )
 
@@ -69,10 +71,79 @@ def test_hard_and_soft_labels_with_a_sampling_policy(tmp_path):
 
     backend = TransformersBackend(tiny_random_policy(tmp_path / "p"))
     r = _resp(_wrong_at(2))
-    label_every_prefix([r], backend, MCLabelConfig(rollouts=4, max_new_tokens=8), 0, MATCH, EXTRACT)
+    label_every_prefix([r], backend, MCLabelConfig(rollouts=4, max_new_tokens=8, bad_own_min=0.0), 0, MATCH, EXTRACT)
     assert all(v in (0.0, 0.25, 0.5, 0.75, 1.0) for v in r.values.values())
     rows = label_rows(r, "every")
     assert all((row["label"] == "correct") == (row["score"] > 0) for row in rows)  # hard = any rollout right
+
+
+class SlipLaterPolicy(ExactArithPolicy):
+    """Continues any prefix exactly, except that it cannot do operation `slip` itself: there each
+    rollout lands on a different wrong result (rollout j adds j+1), so from a RIGHT prefix before
+    the slip no rollout reaches the reference and the answers scatter. A weak policy's false zeros."""
+
+    def __init__(self, slip: int):
+        self.slip = slip
+
+    def generate(self, prompts, sampling, seeds=None):
+        from prefsynth.backends.base import Completion
+
+        out = []
+        for p in prompts:
+            head, _, body = p.partition("\n")
+            problem = arith.parse_expression(head)
+            done = [s for s in body.split("\n") if s.strip()]
+            group = []
+            for j in range(sampling.n):
+                cur = problem.first if not done else int(done[-1].split("=")[-1])
+                lines = []
+                for i, (op, b) in enumerate(zip(problem.ops, problem.operands)):
+                    if i < len(done):
+                        continue
+                    nxt = arith.apply_op(cur, op, b) + (j + 1 if i == self.slip else 0)
+                    lines.append(f"{cur}{op}{b}={nxt}")
+                    cur = nxt
+                text = "".join(s + "\n" for s in lines) + f"A: {cur}\n"
+                group.append(Completion(text, [0] * len(text), [-0.1] * len(text), "stop"))
+            out.append(group)
+        return out
+
+
+def _slipped_at(k, by=7):
+    p = arith.parse_expression(PROMPT)
+    steps, cur = [], p.first
+    for i, (op, b) in enumerate(zip(p.ops, p.operands)):
+        nxt = arith.apply_op(cur, op, b) + (by if i == k else 0)
+        steps.append(f"{cur}{op}{b}={nxt}")
+        cur = nxt
+    return steps + [f"A: {cur}"]
+
+
+@pytest.mark.parametrize("method", [label_binary_search, label_every_prefix, label_forward_scan])
+def test_own_answer_condition_skips_the_false_zeros_of_a_policy_that_slips_later(method):
+    # the response's first wrong step is 3; the policy itself always slips at step 3, so every right
+    # prefix 0..2 has value 0 too: the hard rule blames step 0, the own-answer rule finds step 3
+    steps = _slipped_at(3)
+    assert arith.verify_solution(arith.parse_expression(PROMPT), steps).first_wrong_step == 3
+    hard, own = _resp(steps, "h"), _resp(steps, "o")
+    method([hard], SlipLaterPolicy(3), MCLabelConfig(rollouts=4, bad_own_min=0.0), 0, MATCH, EXTRACT)
+    method([own], SlipLaterPolicy(3), MCLabelConfig(rollouts=4, bad_own_min=0.25), 0, MATCH, EXTRACT)
+    assert first_error(hard) == 0
+    assert first_error(own) == 3
+    assert all(own.values[i] == 0.0 and own.own[i] == 0.0 for i in own.values if i < 3)  # scattered wrong answers
+    assert own.own[3] == 1.0  # from the wrong step on, the rollouts carry the error to the response's answer
+    rows = {r["step_index"]: r for r in label_rows(own, "binary" if method is label_binary_search else "every")}
+    assert rows[3]["label"] == "incorrect" and all(rows[i]["label"] == "correct" for i in rows if i < 3)
+    if method is label_forward_scan:  # prefixes 0..3 probed, then it stops
+        assert own.rollouts == 4 * 4 and hard.rollouts == 4
+
+
+def test_decision_rule_thresholds():
+    cfg = MCLabelConfig(bad_value_max=0.25, bad_own_min=0.5)
+    assert is_bad(0.25, 0.5, cfg) and is_bad(0.0, 1.0, cfg)
+    assert not is_bad(0.375, 1.0, cfg) and not is_bad(0.0, 0.375, cfg)
+    with pytest.raises(ValueError, match="bad_value_max"):
+        MCLabelConfig(bad_value_max=1.0)
 
 
 def test_detection_scores_by_hand():

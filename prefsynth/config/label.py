@@ -39,7 +39,8 @@ class JudgeConfig:
 class LabelConfig:
     mc_max_responses: int | None = _f(600, "Monte-Carlo labels for the first N responses (by id); null: all. "
                                       "Verifier labels cover every response.")
-    methods: list = _f(["binary", "every"], "MC step labelers: binary (OmegaPRM search), every (Math-Shepherd).")
+    methods: list = _f(["binary", "every"], "MC step labelers: binary (OmegaPRM search), every (Math-Shepherd), "
+                       "forward (probe prefixes in order, stop at the first bad one).")
     responses_per_batch: int = _f(64, "Responses whose rollouts share model calls.")
     num_shards: int = _f(2, "Parquet files written for data/labels.")
     mc: MCLabelConfig = field(default_factory=MCLabelConfig,
@@ -50,6 +51,9 @@ class LabelConfig:
                                metadata={"help": "Which model judges, how, with which templates, on how many targets."})
 
     def __post_init__(self):
+        bad = sorted(set(self.methods) - {"binary", "every", "forward"})
+        if bad:
+            raise ValueError(f"label.methods: unknown MC method(s) {bad}; known: binary, every, forward")
         unknown = sorted(set(self.judges) - {"p_true", "pointwise", "pairwise", "tick"})
         if unknown:
             raise ValueError(f"label.judges: unknown judge(s) {unknown}; known: p_true, pointwise, pairwise, tick")

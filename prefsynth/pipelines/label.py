@@ -205,8 +205,9 @@ def mc_metrics(labels: list[dict], responses: dict[str, dict], prompts: dict[str
             if not task.exact_steps:
                 continue
             truth = task.verify_steps(prompt, list(resp["steps"])).first_wrong_step
+            # the first probed prefix the decision rule (label.mc.bad_*) called bad
             measured = sorted((r for r in rows if r["rationale"] == "rollouts"), key=lambda r: r["step_index"])
-            pred = next((r["step_index"] for r in measured if r["score"] == 0.0), None)
+            pred = next((r["step_index"] for r in measured if r["label"] == "incorrect"), None)
             pairs.append((pred, truth))
             spent.append(int(rows[0]["raw_output"].split("=")[1]))
         if pairs:

@@ -17,8 +17,11 @@ from prefsynth.transforms.mc_labels import (
     ResponseToLabel,
     label_binary_search,
     label_every_prefix,
+    label_forward_scan,
     label_rows,
 )
+
+MC_METHODS = {"binary": label_binary_search, "every": label_every_prefix, "forward": label_forward_scan}
 
 
 def verifier_rows(response: dict, prompt: dict) -> list[dict]:
@@ -78,7 +81,7 @@ class MCLabelBatch(BatchProgress):
             task = get_task(labelable[0][1]["task"]) if labelable else None
             if not items:
                 continue
-            run = label_binary_search if method == "binary" else label_every_prefix
+            run = MC_METHODS[method]
             run(items, model, self.cfg, self.seed, task.answers_match, task.extract_answer)
             for it in items:
                 rows = label_rows(it, method)

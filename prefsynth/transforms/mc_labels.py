@@ -2,10 +2,20 @@
 
 From the prefix ending at step i, `k` rollouts with the policy complete the solution; the
 step's value is the fraction that reach the reference answer. Math-Shepherd's hard label is
-"any rollout correct", its soft label the fraction. The first step whose value is 0 is the
-detected first error. OmegaPRM's binary search finds it with fewer rollouts, assuming a wrong
-step stays wrong (values after an error stay 0): it probes the middle of the interval that
-must contain the first error.
+"any rollout correct", its soft label the fraction. OmegaPRM's binary search finds the first
+bad prefix with fewer rollouts, assuming a wrong step stays wrong: it probes the middle of the
+interval that must contain the first error; the forward scan probes prefixes in order and stops
+at the first bad one (cheap when errors come early, as they do in short solutions).
+
+Which prefix is bad is the decision rule (`MCLabelConfig.bad_value_max`, `bad_own_min`): at most
+`bad_value_max` of its rollouts reach the reference (0: Math-Shepherd's hard rule) AND at least
+`bad_own_min` of them reach the response's OWN final answer. The second condition is there
+because a weak policy's value is 0 also on a right prefix it cannot finish (it makes the same
+slip later): there its rollouts land on scattered wrong answers, whereas after the real error
+the rollouts carry it forward to the response's own answer (benchmarks/mc_label_rules.py,
+binary search, k=8: first-error F1 0.60 -> 0.65 on validation prompts, 0.60 -> 0.67 on test, at
+the same ~10 rollouts per response; a threshold on the soft value does not help: values AT the
+error are already 0 in 89% of cases, the misses are false zeros BEFORE it).
 
 The prefix ending at the final answer line needs no rollout: its value is whether the answer
 is right. A probe whose request failed is a failure, not a value of 0: the response gets no label
@@ -34,11 +44,24 @@ def failed_probe(row: dict) -> dict | None:
     return json.loads(row["rationale"][len(PROBE_FAILED):])
 
 
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class MCLabelConfig:
-    rollouts: int = 8  # k completions from each probed prefix
-    temperature: float = 0.8  # sampling temperature of the rollouts
-    max_new_tokens: int = 64  # longest rollout
+    rollouts: int = _opt(8, "k completions from each probed prefix.")
+    temperature: float = _opt(0.8, "Sampling temperature of the rollouts.")
+    max_new_tokens: int = _opt(64, "Longest rollout, in tokens.")
+    bad_value_max: float = _opt(0.0, "A prefix is bad when at most this share of its rollouts reach the reference "
+                                "(0: Math-Shepherd's hard rule, no rollout right).")
+    bad_own_min: float = _opt(0.125, "... and at least this share reach the response's own final answer (the error "
+                              "is already in the prefix; 0: off). Chosen on validation: benchmarks/mc_label_rules.py.")
+
+    def __post_init__(self):
+        if not (0.0 <= self.bad_value_max < 1.0 and 0.0 <= self.bad_own_min <= 1.0):
+            raise ValueError(f"label.mc: bad_value_max must lie in [0, 1) and bad_own_min in [0, 1], got "
+                             f"{self.bad_value_max!r}, {self.bad_own_min!r}")
 
 
 @dataclass
@@ -48,6 +71,9 @@ class ResponseToLabel:
     steps: list[str]
     reference: str
     values: dict[int, float] = field(default_factory=dict)  # step index -> fraction of good rollouts
+    own_answer: str | None = None  # the response's own final answer (the decision rule's second condition)
+    own: dict[int, float] = field(default_factory=dict)  # step index -> fraction reaching own_answer
+    bad: dict[int, bool] = field(default_factory=dict)  # step index -> the decision rule's verdict
     rollouts: int = 0
     failures: list[tuple[int, object]] = field(default_factory=list)  # (step index, the backend's failure)
 
@@ -59,6 +85,8 @@ def _probe(items: list[tuple[ResponseToLabel, int]], backend: Backend, cfg: MCLa
     for r, i in items:
         if i == len(r.steps) - 1:  # the full solution: its own answer decides, no rollouts
             r.values[i] = 1.0 if answers_match(extract("\n".join(r.steps)), r.reference) else 0.0
+            r.own[i] = 1.0
+            r.bad[i] = r.values[i] == 0.0
         else:
             todo.append((r, i))
     if not todo:
@@ -73,26 +101,60 @@ def _probe(items: list[tuple[ResponseToLabel, int]], backend: Backend, cfg: MCLa
             r.failures.append((i, group))
             continue
         prefix = r.steps[:i + 1]
-        good = sum(answers_match(extract("\n".join(prefix) + "\n" + c.text), r.reference) for c in group)
-        r.values[i] = good / len(group)
+        answers = [extract("\n".join(prefix) + "\n" + c.text) for c in group]
+        r.values[i] = sum(answers_match(a, r.reference) for a in answers) / len(group)
+        r.own[i] = (sum(answers_match(a, r.own_answer) for a in answers) / len(group)
+                    if r.own_answer is not None else 1.0)  # no own answer: the value alone decides
+        r.bad[i] = is_bad(r.values[i], r.own[i], cfg)
         r.rollouts += len(group)
+
+
+def is_bad(value: float, own: float, cfg: MCLabelConfig) -> bool:
+    """The decision rule: does the prefix hold an error? (see the module docstring)"""
+    return value <= cfg.bad_value_max + 1e-9 and own >= cfg.bad_own_min - 1e-9
+
+
+def _own_answers(responses: Sequence[ResponseToLabel], extract) -> None:
+    for r in responses:
+        if r.own_answer is None and r.steps:
+            r.own_answer = extract("\n".join(r.steps))
 
 
 def label_every_prefix(responses: Sequence[ResponseToLabel], backend: Backend, cfg: MCLabelConfig, seed: int,
                        answers_match, extract) -> None:
     """Math-Shepherd: every prefix of every response probed, all in one batched call."""
+    _own_answers(responses, extract)
     _probe([(r, i) for r in responses for i in range(len(r.steps))], backend, cfg, seed, answers_match, extract)
+
+
+def label_forward_scan(responses: Sequence[ResponseToLabel], backend: Backend, cfg: MCLabelConfig, seed: int,
+                       answers_match, extract) -> None:
+    """Prefixes 0, 1, ... in order until the first bad one, all responses' probes batched per round;
+    a right final answer (free to check) means no error and no rollouts."""
+    _own_answers(responses, extract)
+    live = [r for r in responses if r.steps]
+    _probe([(r, len(r.steps) - 1) for r in live], backend, cfg, seed, answers_match, extract)
+    active = [r for r in live if r.bad.get(len(r.steps) - 1) and not r.failures]
+    i = 0
+    while active:
+        probes = [(r, i) for r in active if i < len(r.steps) - 1]
+        if not probes:
+            break
+        _probe(probes, backend, cfg, seed, answers_match, extract)
+        active = [r for r, _ in probes if not r.failures and not r.bad[i]]
+        i += 1
 
 
 def label_binary_search(responses: Sequence[ResponseToLabel], backend: Backend, cfg: MCLabelConfig, seed: int,
                         answers_match, extract) -> None:
-    """OmegaPRM: binary search for the first prefix with value 0, all responses' probes batched per round."""
+    """OmegaPRM: binary search for the first bad prefix, all responses' probes batched per round."""
+    _own_answers(responses, extract)
     # invariant: prefixes < lo are known good (value > 0); the first bad one, if any, is in [lo, hi)
     state = {r.response_id: [0, len(r.steps)] for r in responses if r.steps}
     by_id = {r.response_id: r for r in responses}
     # first probe the full solution (free): a right final answer means no error to find
     _probe([(by_id[k], len(by_id[k].steps) - 1) for k in state], backend, cfg, seed, answers_match, extract)
-    active = {k for k in state if by_id[k].values.get(len(by_id[k].steps) - 1) == 0.0 and not by_id[k].failures}
+    active = {k for k in state if by_id[k].bad.get(len(by_id[k].steps) - 1) and not by_id[k].failures}
     for k in list(state):
         if k not in active:
             state[k] = [len(by_id[k].steps), len(by_id[k].steps)]
@@ -113,7 +175,7 @@ def label_binary_search(responses: Sequence[ResponseToLabel], backend: Backend, 
             if r.failures:  # a failed probe is not a bad step: stop searching this response
                 active.discard(r.response_id)
                 continue
-            if r.values[mid] > 0.0:
+            if not r.bad[mid]:
                 lo = mid + 1
             else:
                 hi = mid
@@ -123,16 +185,17 @@ def label_binary_search(responses: Sequence[ResponseToLabel], backend: Backend, 
 
 
 def first_error(r: ResponseToLabel) -> int | None:
-    """The first probed step with value 0 (every-prefix), or the binary search's answer."""
-    zeros = [i for i, v in sorted(r.values.items()) if v == 0.0]
-    return zeros[0] if zeros else None
+    """The first probed step the decision rule calls bad: every-prefix's and the forward scan's
+    first bad prefix, the binary search's answer (its probes from there on are bad)."""
+    return next((i for i, b in sorted(r.bad.items()) if b), None)
 
 
 def label_rows(r: ResponseToLabel, method: str) -> list[dict]:
     """labels rows (target_kind = step) for every step the method decided.
 
-    every: soft value of every prefix; binary: probed values plus what the search implies
-    (steps before the first error good, from it on bad) — `confidence` says which."""
+    every: soft value of every prefix; binary, forward: probed values plus what the search implies
+    (steps before the first error good, from it on bad) — `confidence` says which. A probed row's
+    `score` is its soft value, its `label` the decision rule's verdict (`bad`)."""
     import json
 
     from prefsynth.ids import content_id
@@ -153,14 +216,16 @@ def label_rows(r: ResponseToLabel, method: str) -> list[dict]:
     for i in range(len(r.steps)):
         if i in r.values:
             v, conf, how = r.values[i], 1.0, "rollouts"
-        elif method == "binary":
-            v, conf, how = (0.0 if err is not None and i >= err else 1.0), 0.5, "implied by binary search"
+            bad = r.bad[i]
+        elif method in ("binary", "forward"):
+            bad = err is not None and i >= err
+            v, conf, how = (0.0 if bad else 1.0), 0.5, f"implied by {method} search"
         else:
             continue
         rows.append({
             "label_id": content_id(r.response_id, "mc", method, i),
             "target_id": r.response_id, "target_kind": "step", "step_index": i,
-            "labeler": f"mc_{method}", "score": v, "label": "correct" if v > 0 else "incorrect",
+            "labeler": f"mc_{method}", "score": v, "label": "incorrect" if bad else "correct",
             "confidence": conf, "rationale": how, "raw_output": None,
         })
     return rows
