@@ -34,12 +34,6 @@ def _count(n: float) -> str:
 
 
 _PROGRESS_LOCK = threading.RLock()
-
-
-_PROGRESS_LOCK = threading.RLock()
-_ACTIVE: list["Progress"] = []  # progress lines drawn in place on this process's terminal
-
-
 _ACTIVE: list["Progress"] = []  # progress lines drawn in place on this process's terminal
 _LIVE: list["Progress"] = []  # every progress line not closed yet (the heartbeat defers to them)
 

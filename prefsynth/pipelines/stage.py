@@ -28,7 +28,7 @@ from prefsynth.config import BeamConfig
 from prefsynth.pipelines.accounting import Account, AccountingError, StageGuardError, counters, dead_limit, guard_problem
 from prefsynth.pipelines.options import pipeline_options
 from prefsynth.pipelines.progress import Heartbeat, close_progress
-from prefsynth.pipelines.staging import deferred_signals, is_local, clear_dir, commit_dir, interruptible, staging_path
+from prefsynth.pipelines.staging import clear_dir, commit_dir, deferred_signals, interruptible, is_local, staging_path
 from prefsynth.schemas.io import count_rows, read_table
 
 log = logging.getLogger("prefsynth")
