@@ -129,7 +129,7 @@ def plain_same_core(path: Path, out: Path, seed: int = 0, shards: int = 2) -> tu
     from prefsynth.config import PromptsConfig
     from prefsynth.prompting import PromptingConfig, PromptRenderer
     from prefsynth.schemas.io import records_to_table, shard_name, shard_of, write_table
-    from prefsynth.transforms.prompts import PromptError, file_record, parse_json_line
+    from prefsynth.transforms.prompt_records import PromptError, file_record, parse_json_line
 
     cfg = PromptsConfig(source="jsonl", path=str(path), task="gsm8k", num_shards=shards,
                         test_fraction=TEST_FRACTION, validation_fraction=VALIDATION_FRACTION)

@@ -132,7 +132,7 @@ def test_heartbeat_logs_progress_while_a_stage_runs(caplog):
 def test_jsonl_byte_ranges_read_the_same_records_as_the_whole_file(tmp_path, data):
     # the prompts stage reads JSONL in byte ranges on several workers (throughput); the records,
     # their file:line names and the blank lines must be exactly those of one line-by-line read
-    from prefsynth.transforms.prompts import jsonl_ranges, read_jsonl_lines, read_jsonl_range
+    from prefsynth.transforms.prompt_files import jsonl_ranges, read_jsonl_lines, read_jsonl_range
 
     path = tmp_path / "in.jsonl"
     path.write_bytes(data)

@@ -2,7 +2,7 @@
 
 from prefsynth.config import load_params
 from prefsynth.ids import content_id
-from prefsynth.transforms.prompts import SPLITS, assign_split
+from prefsynth.transforms.prompt_records import SPLITS, assign_split
 
 
 def test_validation_is_carved_from_train_and_test_does_not_move():

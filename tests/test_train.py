@@ -9,7 +9,7 @@ import torch
 
 from prefsynth.schemas.io import records_to_table, write_table
 from prefsynth.tasks import arith
-from prefsynth.transforms.prompts import arith_record
+from prefsynth.transforms.prompt_records import arith_record
 
 PROMPT = "Q: (20-3-8)*4=?\n"
 RIGHT = "20-3=17\n17-8=9\n9*4=36\nA: 36\n"

@@ -17,18 +17,8 @@ from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import WriteDataset, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import DEAD
-from prefsynth.transforms.prompts import (
-    KEPT,
-    STAGE,
-    POSITION_FIELDS,
-    KeepFirstById,
-    ParsePrompt,
-    RawRecord,
-    check_input_file,
-    jsonl_ranges,
-    read_jsonl_range,
-    read_parquet_chunks,
-)
+from prefsynth.transforms.prompt_files import RawRecord, check_input_file, jsonl_ranges, read_jsonl_range, read_parquet_chunks
+from prefsynth.transforms.prompts import KEPT, POSITION_FIELDS, STAGE, KeepFirstById, ParsePrompt
 
 GENERATOR_CHUNK = 1000  # problems per generator work item
 
