@@ -228,12 +228,40 @@ def ground_truth(labels: list[dict]) -> tuple[dict, dict]:
     return responses, steps
 
 
-def quality_metrics(labels: list[dict], self_judge: bool) -> tuple[dict, list[dict]]:
+def step_local_truth(labels: list[dict], responses: dict[str, dict], prompts: dict[str, dict]) -> dict:
+    """(response_id, step) -> (step-local correct, operation line?) for every step a non-verifier
+    labeler labelled, where the task has exact steps (prefsynth/step_local.py)."""
+    from prefsynth.step_local import is_operation_line, step_local_correct
+
+    wanted = {r["target_id"] for r in labels
+              if r["target_kind"] == "step" and not r["labeler"].startswith("verifier_")}
+    out = {}
+    for rid in sorted(wanted):
+        resp = responses.get(rid)
+        prompt = prompts.get(resp["prompt_id"]) if resp else None
+        if prompt is None:
+            continue
+        steps = list(resp["steps"])
+        local = step_local_correct(get_task(prompt["task"]), prompt, steps)
+        for i, ok in enumerate(local or []):
+            out[(rid, i)] = (ok, is_operation_line(steps[i]))
+    return out
+
+
+def quality_metrics(labels: list[dict], self_judge: bool, step_local: dict | None = None) -> tuple[dict, list[dict]]:
     """Every non-verifier labeler scored against the verifiers where they give ground truth.
 
     Returns (the `quality` metrics section, reliability-diagram rows). A labeler's `score` is read
     as its P(correct) (pairs: P(A better), against truth only on pairs where exactly one is right).
+    Step labels are scored twice: against "no error so far" (kind `step`, the verifier step label,
+    what MC values estimate) and, given `step_local` (`step_local_truth`), against step-local
+    correctness (kinds `step_local`, `step_local_op_lines`: what the P(True) question asks). Each
+    block names its truth (`truth`).
     """
+    from prefsynth.step_local import TRUTHS
+    from prefsynth.transforms.judges.p_true import QUESTIONS as P_TRUE_QUESTIONS
+
+    step_local = step_local or {}
     truth_r, truth_s = ground_truth(labels)
     groups: dict[tuple[str, str], tuple[list, list, list]] = collections.defaultdict(lambda: ([], [], []))
     pair_rows: dict[str, list[dict]] = collections.defaultdict(list)
@@ -251,14 +279,25 @@ def quality_metrics(labels: list[dict], self_judge: bool) -> tuple[dict, list[di
             truth = a if a is not None and b is not None and a != b else None
         if truth is None:
             continue
-        probs, truths, confs = groups[(r["labeler"], kind)]
-        probs.append(min(max(r["score"], 0.0), 1.0))
-        truths.append(truth)
-        confs.append(r["confidence"])
+        kinds = [(kind, truth)]
+        if kind == "step" and (r["target_id"], r["step_index"]) in step_local:
+            local, op_line = step_local[(r["target_id"], r["step_index"])]
+            kinds.append(("step_local", local))
+            if op_line:
+                kinds.append(("step_local_op_lines", local))
+        for k, t in kinds:
+            probs, truths, confs = groups[(r["labeler"], k)]
+            probs.append(min(max(r["score"], 0.0), 1.0))
+            truths.append(t)
+            confs.append(r["confidence"])
     out: dict[str, dict] = collections.defaultdict(dict)
     plot_rows: list[dict] = []
     for (labeler, kind), (probs, truths, confs) in sorted(groups.items()):
         q = calibration.quality(probs, truths, confs)
+        if kind in TRUTHS:
+            q["truth"] = TRUTHS[kind]
+        if labeler == JUDGE_LABELERS.get("p_true") and kind.split("_")[0] in P_TRUE_QUESTIONS:
+            q["question"] = P_TRUE_QUESTIONS[kind.split("_")[0]]
         if self_judge and kind == "response" and labeler in set(JUDGE_LABELERS.values()):
             # over-confidence of a self-judge: how much better it scores its own outputs than they are (mean
             # score - true rate). Not self-preference: that needs the judge to score another model's outputs too
@@ -316,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     responses = {r["response_id"]: r for r in read_records(args.responses)}
     prompts = {r["prompt_id"]: r for r in read_table(args.prompts).to_pylist()}
     counts = collections.Counter(r["labeler"] for r in labels)
-    quality, plot_rows = quality_metrics(labels, self_judge=params.label.judge.model is None)
+    quality, plot_rows = quality_metrics(labels, self_judge=params.label.judge.model is None,
+                                         step_local=step_local_truth(labels, responses, prompts))
     write_reliability(args.plots, plot_rows)
     write_metrics(args.metrics, {"accounting": account.to_dict(), "labels_by_labeler": dict(sorted(counts.items())),
                                  "mc_first_error": mc_metrics(labels, responses, prompts, params.label.methods),

@@ -14,6 +14,17 @@ from prefsynth.transforms.judges.base import (LABELERS, YES_NO, Failure, JudgeRe
 from prefsynth.transforms.judges.templates import Template
 
 
+# the question each P(True) label answers (metrics/labels.json names it beside the truth it is scored against)
+QUESTIONS = {
+    "response": "native (arith): 'OK?' after the whole solution, i.e. is its last line (the A: line) right given "
+                "the lines before it - the very prompt of its last step's label; generic: is the proposed answer "
+                "correct?",
+    "step": "native (arith): 'OK?' after steps 0..i, i.e. is step i the right next step given the steps before "
+            "it (step-local; taught on right prefixes only); generic: is the last step of the solution so far "
+            "correct?",
+}
+
+
 def native_self_eval(task: str):
     """(prompt builder, yes/no options) for tasks whose policy learned its own self-evaluation
     format; None for the rest (they get the generic templates)."""
