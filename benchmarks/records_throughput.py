@@ -208,10 +208,10 @@ def candidates_core(n_prompts: int, samples: int = 8) -> tuple[float, int, int]:
 def pairs_core(n_pairs: int, passes: int = 8) -> tuple[float, int, int]:
     """The pairs stage's selection core past the estimator: BALD uncertainty of `passes` MC-dropout
     probabilities per pair (upo.uncertainty), UPO sampling per (level, source) group (upo.select)
-    and the cross-source de-duplication (pipelines.pairs.dedupe); (seconds, pairs in, pairs kept)."""
+    and the cross-source de-duplication (transforms/pair_filters.dedupe); (seconds, pairs in, pairs kept)."""
     import numpy as np
 
-    from prefsynth.pipelines.pairs import dedupe
+    from prefsynth.transforms.pair_filters import dedupe
     from prefsynth.transforms import upo
 
     rng = np.random.default_rng(2)

@@ -2,7 +2,8 @@
 with a reason, and the dedupe never leaves a source with only its wrong pairs in the training set."""
 
 from prefsynth.config import load_params
-from prefsynth.pipelines import pairs as pairs_stage
+from prefsynth.transforms.pair_filters import decide
+from prefsynth.transforms.pair_report import precision_report
 from prefsynth.transforms.pairs import _pair
 
 
@@ -37,7 +38,7 @@ def _params(**overrides):
 def test_a_source_with_wrong_final_pairs_is_dropped_with_a_reason():
     prompts, responses, cands = _world()
     params = _params()
-    pairs, dropped, info = pairs_stage.decide(cands, prompts, responses, params, None, "/tmp")
+    pairs, dropped, info = decide(cands, prompts, responses, params, None, "/tmp")
     kept = [p for p in pairs if p["pair_id"] not in dropped]
     assert {p["label_source"] for p in kept} == {"verifier_arith", "p_true"}
     sc = [p for p in pairs if p["label_source"] == "self_consistency"]
@@ -48,7 +49,7 @@ def test_a_source_with_wrong_final_pairs_is_dropped_with_a_reason():
     assert "final precision 0.0000" in gate["response/self_consistency"]["reason"]
     # the verifier's kept copy says the planted source gave it too
     assert sum("also given by self_consistency" in p["kept_reason"] for p in kept) == 15
-    report = pairs_stage.precision_report(pairs, dropped, prompts, params)
+    report = precision_report(pairs, dropped, prompts, params)
     assert report["final_precision_by_source"]["response/self_consistency"]["final_pairs"] == 0
     assert report["final_precision_by_source"]["response/p_true"]["final_precision"] == 1.0
     # its candidates looked half right: only the final numbers show what it would have added
@@ -58,8 +59,8 @@ def test_a_source_with_wrong_final_pairs_is_dropped_with_a_reason():
 def test_without_the_gate_the_dedupe_leaves_the_source_its_wrong_pairs_only():
     prompts, responses, cands = _world()
     params = _params(min_source_precision=0.0)
-    pairs, dropped, info = pairs_stage.decide(cands, prompts, responses, params, None, "/tmp")
-    report = pairs_stage.precision_report(pairs, dropped, prompts, params)
+    pairs, dropped, info = decide(cands, prompts, responses, params, None, "/tmp")
+    report = precision_report(pairs, dropped, prompts, params)
     fin = report["precision"]["response/self_consistency"]["final"]
     assert fin["pairs"] == 15 and fin["precision"] == 0.0  # what issue 15 found in the default run
     assert info["source_gate"]["dropped_sources"] == {}
@@ -78,7 +79,7 @@ def test_a_gated_source_gives_back_the_pairs_it_shadowed():
             extra.append(_pair(p["prompt_id"], "response", p["prompt"], p["rejected"], p["chosen"] + "x", "c", "r",
                                1.0, 0.0, "judge_aaa", "test"))  # and a wrong pair of its own
     params = _params(**{"upo.trusted_sources": ["verifier"]})
-    pairs, dropped, info = pairs_stage.decide(cands + extra, prompts, responses, params, None, "/tmp")
+    pairs, dropped, info = decide(cands + extra, prompts, responses, params, None, "/tmp")
     kept = [p for p in pairs if p["pair_id"] not in dropped]
     assert "response/judge_aaa" in info["source_gate"]["dropped_sources"]
     assert not any(p["label_source"] == "judge_aaa" for p in kept)

@@ -24,9 +24,9 @@ def test_ids_and_lazily_imported_modules_are_deps():
     for name, d in deps.items():  # content ids and seeds: every stage
         assert stage_deps.covered("prefsynth/ids.py", d), name
     # imported inside functions only: still run by the stage
-    assert stage_deps.covered("prefsynth/transforms/upo.py", deps["pairs"])
-    assert stage_deps.covered("prefsynth/pipelines/candidates.py", deps["pairs"])  # truly_better
-    assert not stage_deps.covered("prefsynth/transforms/upo.py", deps["prompts"])  # and no more than that
+    assert stage_deps.covered("prefsynth/transforms/upo/scoring.py", deps["pairs"])
+    assert stage_deps.covered("prefsynth/transforms/pairs.py", deps["pairs"])  # truly_better
+    assert not stage_deps.covered("prefsynth/transforms/upo/scoring.py", deps["prompts"])  # and no more than that
 
 
 def test_dvc_yaml_deps_are_exactly_the_derived_ones(tmp_path):

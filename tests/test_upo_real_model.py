@@ -82,13 +82,12 @@ def test_score_head_estimator_loads_a_llama_with_dropout(smollm2):
 
 def test_pairs_stage_scores_pairs_with_a_real_policy(smollm2, tmp_path):
     from prefsynth.config import UPOConfig
-    from prefsynth.pipelines import pairs as pairs_stage
 
     cfg = UPOConfig(passes=2, head_steps=20, head_hidden=16, batch_size=8, score_batch_size=4, max_length=32,
                     torch_threads=2)
     rows = [{"pair_id": f"x{i}", "prompt_id": f"p{i}", "prompt": p, "chosen": c, "rejected": r}
             for i, (p, c, r) in enumerate(_pairs())]
-    scores, info = pairs_stage.score_pairs(rows, rows[:2], smollm2, cfg, 0, str(tmp_path))
+    scores, info = upo.score_pairs(rows, rows[:2], smollm2, cfg, 0, str(tmp_path))
     assert set(scores) == {r["pair_id"] for r in rows}
     assert all(0 <= s[0] <= 1 and s[2] >= 0 for s in scores.values())
     assert info["passes"] == 2 and info["train_examples"] == 4

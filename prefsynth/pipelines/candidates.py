@@ -24,7 +24,8 @@ from prefsynth.schemas.io import METRICS_NAMESPACE, ReadDataset, WriteDataset, r
 from prefsynth.tasks import get_task
 from prefsynth.transforms import self_consistency as sc
 from prefsynth.transforms.deadletters import count_dropped, count_in
-from prefsynth.transforms.pairs import dedupe, kto_rows, prm_row, response_pairs, step_dpo_pairs, tree_step_pairs
+from prefsynth.transforms.pairs import (dedupe, kto_rows, prm_row, response_pairs, step_dpo_pairs, tree_step_pairs,
+                                       truly_better)
 
 STAGE = "candidates"
 # the stage name the Parquet metadata and dead letters carry: the name this stage had before issue 19
@@ -171,22 +172,6 @@ def prm_labels(v) -> list[bool] | None:
     if not v.exact and v.first_wrong_step is None and not v.answer_correct:
         return None
     return list(v.step_correct)
-
-
-def truly_better(p: dict, prompt: dict) -> bool | None:
-    """Is the chosen side truly better than the rejected one, by the task's ground truth?
-    None where there is none (no reference; step pairs of tasks without exact step verification)."""
-    task = get_task(prompt["task"])
-    if prompt.get("reference_answer") is None:
-        return None
-    if p["level"] == "response":
-        good = [task.answers_match(task.extract_answer(t), prompt["reference_answer"]) for t in (p["chosen"], p["rejected"])]
-        return good[0] and not good[1]
-    if not task.exact_steps:
-        return None
-    prefix = task.split_steps(p["prompt"][len(prompt["prompt"]):])
-    ok = [all(task.verify_steps(prompt, prefix + [s.strip()]).step_correct) for s in (p["chosen"], p["rejected"])]
-    return ok[0] and not ok[1]
 
 
 def pair_precision(pairs: list[dict], responses: dict[str, dict], prompts: dict[str, dict]) -> dict:

@@ -16,6 +16,7 @@ import itertools
 from typing import Sequence
 
 from prefsynth.ids import content_id
+from prefsynth.tasks import get_task
 
 
 def _pair(prompt_id: str, level: str, prompt: str, chosen: str, rejected: str, chosen_id, rejected_id,
@@ -134,3 +135,19 @@ def prm_row(prompt: dict, response: dict, step_correct: Sequence[bool], source: 
         "labels": [i < first_wrong for i in range(len(steps))], "source_id": response["response_id"],
         "label_source": source,
     }
+
+
+def truly_better(p: dict, prompt: dict) -> bool | None:
+    """Is the chosen side truly better than the rejected one, by the task's ground truth?
+    None where there is none (no reference; step pairs of tasks without exact step verification)."""
+    task = get_task(prompt["task"])
+    if prompt.get("reference_answer") is None:
+        return None
+    if p["level"] == "response":
+        good = [task.answers_match(task.extract_answer(t), prompt["reference_answer"]) for t in (p["chosen"], p["rejected"])]
+        return good[0] and not good[1]
+    if not task.exact_steps:
+        return None
+    prefix = task.split_steps(p["prompt"][len(prompt["prompt"]):])
+    ok = [all(task.verify_steps(prompt, prefix + [s.strip()]).step_correct) for s in (p["chosen"], p["rejected"])]
+    return ok[0] and not ok[1]
