@@ -2,8 +2,10 @@
 tree at a time (the MCTS-DPO reference design), at identical settings on the same policy.
 
     python benchmarks/mcts.py [--policy models/policy-0] [--trees 64] [--iterations 8]
+    python benchmarks/mcts.py --real-model [--trees 16] [--iterations 4]   # SmolLM2-135M-Instruct
 
-Prints nodes expanded per second for both, their ratio (goal >= 5x), and model calls per node.
+Prints nodes expanded per second for both, their ratio (goal >= 5x), and model calls per node; and the
+batched search again with the backend's `batch_invariant: false` (one padded width per call).
 """
 
 from __future__ import annotations
@@ -47,23 +49,33 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--breadth", type=int, default=3)
+    ap.add_argument("--real-model", action="store_true", help="SmolLM2-135M-Instruct (converted once into "
+                    "~/.cache/prefsynth) instead of --policy")
     args = ap.parse_args()
     torch.set_num_threads(2)
     policy = args.policy
-    if not Path(policy, "config.json").exists():
+    if args.real_model:
+        from prefsynth import real_model
+
+        policy = str(real_model.convert())
+    elif not Path(policy, "config.json").exists():
         from helpers import tiny_random_policy
 
         policy = tiny_random_policy(Path("/tmp/prefsynth-bench-mcts/policy-0"), n_embd=64)
         print(f"(no trained policy at {args.policy}: using a random tiny policy)")
     backend = TransformersBackend(policy, device="cpu", batch_size=1024)
+    per_call = TransformersBackend(policy, device="cpu", batch_size=1024, model=backend.model,
+                                   tokenizer=backend.tokenizer, batch_invariant=False)
     problems = arith.generate_problems(arith.ArithConfig(), 11, "bench-mcts", 0, args.trees)
     cfg = MCTSConfig(iterations=args.iterations, breadth=args.breadth)
     run(backend, problems[:4], 4, cfg)  # warm-up
     batched = run(backend, problems, len(problems), cfg)
+    batched_per_call = run(per_call, problems, len(problems), cfg)
     single = run(backend, problems, 1, cfg)
     print(f"\n{args.trees} trees, {args.iterations} iterations, breadth {args.breadth}, policy={policy}")
     print(f"{'mode':<26}{'seconds':>9}{'nodes':>8}{'nodes/s':>10}{'model calls':>13}{'calls/node':>12}")
-    for name, (s, n, c) in (("batched across trees", batched), ("one tree at a time", single)):
+    for name, (s, n, c) in (("batched across trees", batched), ("  batch_invariant: false", batched_per_call),
+                            ("one tree at a time", single)):
         print(f"{name:<26}{s:>9.2f}{n:>8}{n / s:>10.1f}{c:>13}{c / max(n, 1):>12.3f}")
     print(f"speed-up (nodes/s, batched / one at a time): {(batched[1] / batched[0]) / (single[1] / single[0]):.1f}x")
 
