@@ -2,7 +2,7 @@
 
 The label stage's verifier step label is "no error so far": after the first wrong step every
 step is wrong, which is what a Monte-Carlo value estimates (can the prefix still reach the
-answer?). The arith policy's native self-evaluation (`<prompt><steps>\\nOK? ` -> yes/no, taught
+answer?). The arith policy's native self-evaluation (`<prompt><steps>OK? ` -> yes/no, taught
 by `tasks.arith.self_eval_example` on a right prefix whose last step is right or corrupted) asks
 something else: is the LAST step the right next step given the steps shown before it? That is
 computable exactly in the arith world:
