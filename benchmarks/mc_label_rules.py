@@ -16,6 +16,9 @@ Two parts:
 
     .venv/bin/python benchmarks/mc_label_rules.py collect --out /tmp/mcb/rollouts.jsonl
     .venv/bin/python benchmarks/mc_label_rules.py rules --data /tmp/mcb/rollouts.jsonl --committed
+    .venv/bin/python benchmarks/mc_label_rules.py collect --out /tmp/mcb/val_k32.jsonl --splits validation \
+        --rollouts 32 --no-p-true
+    .venv/bin/python benchmarks/mc_label_rules.py scaling --data /tmp/mcb/val_k32.jsonl
 """
 
 from __future__ import annotations
@@ -262,6 +265,29 @@ def bootstrap(rows, reps: int, seed: int = 0) -> tuple[float, float]:
     return vals[int(0.025 * reps)], vals[int(0.975 * reps) - 1]
 
 
+def paired_delta(rows_a, rows_b, reps: int, seed: int = 0) -> tuple[float, float]:
+    """95% interval of F1(a) - F1(b) on the same responses, prompts resampled together."""
+    def f1(pairs):
+        tp = sum(p is not None and p == t for p, t in pairs)
+        fp = sum(p is not None and p != t for p, t in pairs)
+        fn = sum(t is not None and p != t for p, t in pairs)
+        pr, rc = (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
+        return 2 * pr * rc / (pr + rc) if pr and rc else 0.0
+
+    by = collections.defaultdict(list)
+    for a, b in zip(rows_a, rows_b):
+        assert a[1:] == b[1:]
+        by[a[2]].append(((a[0], a[1]), (b[0], b[1])))
+    keys = sorted(by)
+    rng = random.Random(seed)
+    vals = []
+    for _ in range(reps):
+        pick = [x for k in rng.choices(keys, k=len(keys)) for x in by[k]]
+        vals.append(f1([x for x, _ in pick]) - f1([y for _, y in pick]))
+    vals.sort()
+    return vals[int(0.025 * reps)], vals[int(0.975 * reps) - 1]
+
+
 def candidate_rules(ks, with_own: bool, with_judge: bool):
     """name -> (k, rule(case) -> (pred, probes))."""
     grid_t = [0.0, 0.125, 0.25, 0.375, 0.5]
@@ -369,6 +395,13 @@ def rules(args) -> None:
     test = run("test", only={chosen["rule"], *baselines, *stage_rules})
     show(f"TEST (once): the chosen rule {chosen['rule']!r}, and the label stage's searches (k=8) with the "
          f"chosen predicate and the hard one", test, sets["test"][8], len(test))
+    by_rule = {r["rule"]: r for r in test}
+    print("  paired F1 difference, chosen predicate - hard one (95% interval, prompts resampled):")
+    for how in ("binary", "every_ungated", "forward"):
+        a, b = by_rule[f"k=8 {how} {pred}"], by_rule[f"k=8 {how} value<=0"]
+        lo, hi = paired_delta(a["_rows"], b["_rows"], args.boot)
+        a["delta_vs_hard"] = {"f1": a["f1"] - b["f1"], "ci95": [lo, hi]}
+        print(f"    {how:14s} {a['f1'] - b['f1']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     if args.committed:
         cases = committed_cases()
         res = []
@@ -383,6 +416,25 @@ def rules(args) -> None:
         strip = lambda rs: [{k: v for k, v in r.items() if k != "_rows"} for r in rs]
         Path(args.json).write_text(json.dumps({"validation_within_budget": strip(within[:30]),
                                                "chosen": chosen["rule"], "test": strip(test)}, indent=1))
+
+
+def scaling(args) -> None:
+    """F1 of binary search and every-prefix as the rollouts per prefix grow (a ceiling on what more
+    rollouts buy), with the hard and the own-answer predicate."""
+    with open(args.data) as f:
+        big = max(len(a) for r in map(json.loads, f) for a in r["rollout_answers"] if a)
+    k = 8
+    print(f"== {args.split}: rollouts per prefix k = 8 .. {big} ==")
+    while k <= big:
+        cases = load_cases(args.data, args.split, k)
+        for how in ("binary", "every_ungated"):
+            for label, b in (("value<=0", bad_predicate("value", 0, 0)),
+                             ("value<=0&own>=0.125", bad_predicate("both", 0, 0.125))):
+                rows, cost = evaluate(cases, lambda c, b=b, how=how: search(c, b, how))
+                sc = f1_of(rows)
+                print(f"  k={k:3d} {how:14s} {label:20s} F1 {sc['f1']:.3f}  {cost:6.2f} rollouts/resp  "
+                      f"(n={len(rows)})")
+        k *= 2
 
 
 def main(argv=None) -> None:
@@ -405,8 +457,11 @@ def main(argv=None) -> None:
     r.add_argument("--budget", type=float, default=10.0, help="most rollouts per response a chosen rule may spend")
     r.add_argument("--boot", type=int, default=1000)
     r.add_argument("--json", default=None, help="write the tables here")
+    sc = sub.add_parser("scaling", help="more rollouts per prefix: the hard and the chosen predicate at k=8..K")
+    sc.add_argument("--data", required=True, help="a collect output with --rollouts 32 (validation)")
+    sc.add_argument("--split", default="validation")
     args = ap.parse_args(argv)
-    collect(args) if args.cmd == "collect" else rules(args)
+    {"collect": collect, "rules": rules, "scaling": scaling}[args.cmd](args)
 
 
 if __name__ == "__main__":
