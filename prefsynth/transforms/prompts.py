@@ -22,8 +22,6 @@ from prefsynth.transforms.prompt_records import SPLITS, PromptError, arith_recor
 
 STAGE = "prompts"
 KEPT = "kept."  # counters of records kept though odd (metrics/prompts.json names each)
-
-
 _KEPT_COUNTERS: dict = {}
 
 

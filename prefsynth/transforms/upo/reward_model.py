@@ -22,8 +22,6 @@ HIDDEN_DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "hidden_dropout", "hidden_dr
 
 
 ATTENTION_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob")
-
-
 HEAD_NAMES = ("score", "classifier", "classification_head")
 
 
