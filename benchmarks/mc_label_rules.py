@@ -133,7 +133,8 @@ def _case(r: dict, k: int) -> dict:
             continue
         ans = ans[:k]
         v.append(sum(answers_match(x, ref) for x in ans) / len(ans))
-        a.append(sum(answers_match(x, own) for x in ans) / len(ans) if own is not None else 0.0)
+        # no own answer (no A: line): the value alone decides, as in mc_labels._probe
+        a.append(sum(answers_match(x, own) for x in ans) / len(ans) if own is not None else 1.0)
     return {"prompt_id": r["prompt_id"], "n": n, "truth": r["first_wrong"], "final_bad": final_bad, "v": v, "a": a,
             "pt": r.get("p_true_steps") or [None] * n, "k": k}
 
