@@ -8,7 +8,8 @@ metrics on committed label data (no model calls) against both step truths, with 
 intervals (responses resampled), and the AUROC of P(yes) against surface features of the step, to
 say what the tiny policy's P(yes) follows.
 
-    .venv/bin/python benchmarks/p_true_questions.py [--labels data/round-1/labels ...]
+    .venv/bin/python benchmarks/p_true_questions.py [--labels data/round-1/labels ...] \
+        [--collected /tmp/mcb/rollouts.jsonl]   # (benchmarks/mc_label_rules.py collect: validation, test)
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main(argv=None) -> None:
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--collected", default=None, help="also score the P(True) of a `mc_label_rules.py collect` "
+                    "output (responses sampled on validation and test prompts), split by split")
     args = ap.parse_args(argv)
     labels = pq.read_table(args.labels).to_pylist()
     responses = {r["response_id"]: r for r in pq.read_table(args.responses).to_pylist()}
@@ -123,8 +126,40 @@ def main(argv=None) -> None:
         rate = sum(y for *_, y in xs) / len(xs)
         out["p_true_tracks"][name] = {"auroc": a, "ci95": ci, "n": len(xs), "rate": rate}
         print(f"  {name:28s} n={len(xs):5d} rate={rate:.3f} AUROC {a:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+    if args.collected:
+        out["collected"] = collected(args.collected, args.prompts, args.boot)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+def collected(path: str, prompts_path: str, reps: int) -> dict:
+    """P(True) AUROC on freshly sampled validation / test responses against each truth."""
+    import pyarrow.parquet as pq
+
+    from prefsynth.step_local import arith_step_local, is_operation_line
+    from prefsynth.tasks.arith import parse_expression
+
+    prompts = {p["prompt_id"]: p for p in pq.read_table(prompts_path).to_pylist()}
+    items = collections.defaultdict(list)
+    with open(path) as f:
+        for r in map(json.loads, f):
+            local = arith_step_local(parse_expression(prompts[r["prompt_id"]]["prompt"]), r["steps"])
+            fw = r["first_wrong"]
+            for i, s in enumerate(r["p_true_steps"] or []):
+                if s is None:
+                    continue
+                items[(r["split"], "step")].append((r["response_id"], s, r["step_ok"][i] and (fw is None or i < fw)))
+                if is_operation_line(r["steps"][i]):
+                    items[(r["split"], "step_local_op_lines")].append((r["response_id"], s, local[i]))
+            if r.get("p_true_response") is not None:
+                items[(r["split"], "response")].append((r["response_id"], r["p_true_response"], r["answer_correct"]))
+    print(f"\nP(True) on responses sampled on held-out prompts ({path})")
+    res = {}
+    for (split, kind), xs in sorted(items.items()):
+        a, ci = boot_auroc(xs, reps)
+        res[f"{split}/{kind}"] = {"auroc": a, "ci95": ci, "n": len(xs)}
+        print(f"  {split:10s} {kind:20s} n={len(xs):5d} AUROC {a:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+    return res
 
 
 if __name__ == "__main__":
