@@ -138,6 +138,26 @@ def test_own_answer_condition_skips_the_false_zeros_of_a_policy_that_slips_later
         assert own.rollouts == 4 * 4 and hard.rollouts == 4
 
 
+def test_forward_scan_failed_probe_is_a_dead_letter_not_a_first_error():
+    from prefsynth.backends.base import GenerationFailure
+
+    other = "Q: 7+5*2=?\n"
+
+    class FailsOn(ExactArithPolicy):
+        def generate(self, prompts, sampling, seeds=None):
+            out = super().generate(prompts, sampling, seeds)
+            return [GenerationFailure("http_500", "injected") if p.startswith(other) else g
+                    for p, g in zip(prompts, out)]
+
+    healthy = _resp(_wrong_at(2), "h")
+    q = arith.parse_expression(other)
+    victim = ResponseToLabel("v", other, ["7+5=13", "13*2=26", "A: 26"], str(q.answer))
+    label_forward_scan([healthy, victim], FailsOn(), CFG, 0, MATCH, EXTRACT)
+    assert first_error(healthy) == 2 and healthy.rollouts == 3 * CFG.rollouts
+    rows = label_rows(victim, "forward")
+    assert len(rows) == 1 and rows[0]["label"] == "unlabeled" and "http_500" in rows[0]["rationale"]
+
+
 def test_decision_rule_thresholds():
     cfg = MCLabelConfig(bad_value_max=0.25, bad_own_min=0.5)
     assert is_bad(0.25, 0.5, cfg) and is_bad(0.0, 1.0, cfg)
