@@ -114,11 +114,11 @@ def test_pairs_main_resolves_policy_json_to_the_real_model(smollm2, tmp_path, mo
     class Stop(Exception):
         pass
 
-    def fake_decide(pairs, prompts, responses, params, policy, work_dir, unpaired=None):
+    def fake_plan(candidates, prompts, responses, params, policy, unpaired):
         seen["policy"] = policy
         raise Stop
 
-    monkeypatch.setattr(pairs_stage, "decide", fake_decide)
+    monkeypatch.setattr(pairs_stage, "feature_plan", fake_plan)
     with pytest.raises(Stop):
         pairs_stage.main(["--params", str(pairs_stage.__file__).replace("prefsynth/pipelines/pairs.py", "params.yaml"),
                     "--prompts", str(tmp_path / "prompts"), "--responses", str(tmp_path / "responses"),

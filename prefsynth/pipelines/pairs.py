@@ -3,7 +3,7 @@
 In order, every decision recorded:
 1. self-consistency agreement filter: pairs of `pairs.agreement_filter_sources` from prompts
    whose majority answer has less than `min_agreement` of the samples are dropped (low_agreement);
-2. UPO (transforms/upo.py): an estimator trained on trusted data of a hash split of prompts
+2. UPO (transforms/upo/): an estimator trained on trusted data of a hash split of prompts
    (default: UPO's 2-label pair classifier on the frozen policy's features, trained on verifier
    pairs both ways and on verifier-wrong ties from the unpaired view; or a reward model through
    the backbone, TRL RewardTrainer) scores every pair with T MC-dropout passes; pairs of
@@ -21,30 +21,37 @@ data/pairs/pruned (kept_reason = "dropped: why"); other candidate views (kto, pr
 are copied through; with `pairs.conversational` also <level>_conversational views.
 metrics/pairs.json: pair precision against the arith ground truth per level and source,
 before and after each filter, with the fraction kept, on prompts the estimator never saw.
+
+The Beam pipeline: the pair classifier's policy features are a model stage (one forward pass per
+deterministic batch of texts, transforms/upo/features_beam.py, batches planned in the driver so
+they are the same whatever the runner); every decision (transforms/pair_filters.py) is one step
+after them; then the pairs are routed to their views. The decisions are pure of Beam.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 from apache_beam import typehints
+from apache_beam.io.filesystems import FileSystems
 
 from prefsynth.backends.factory import resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import ReadDataset, WriteDataset, dataset_files, read_records, read_table
+from prefsynth.transforms.batching import DeterministicBatches
 from prefsynth.transforms.deadletters import count_dropped, count_in
-from prefsynth.transforms.pair_filters import decide
+from prefsynth.transforms.pair_filters import decide, upo_inputs
 from prefsynth.transforms.pair_report import precision_report
 
 STAGE = "pairs"
-
-
 # the stage name the Parquet metadata and dead letters carry: the name this stage had before issue 19
 # (prune), kept so its data files stay byte-identical (and dvc.lock's hashes with them)
 WRITTEN_AS = "prune"
@@ -86,18 +93,81 @@ class _CreateRecords(beam.Create):
         return typehints.Dict[str, typehints.Any]
 
 
-def build(pipeline, params: Params, pairs: list[dict], dropped: dict, prompts: dict, copies: list[str],
-          candidates: str, out: dict[str, str]) -> None:
-    sel = params.pairs
+def feature_plan(candidates: list[dict], prompts: dict, responses: list[dict], params: Params, policy: str,
+                 unpaired: list[dict]) -> dict:
+    """The pair classifier's texts and their batches, planned in the driver (tokenizer and config only):
+    `rows` (one element per text, keyed by its rank in the plan), `per_batch`, `n` texts, `width`."""
+    from transformers import AutoConfig
+
+    from prefsynth.transforms.upo.features_beam import feature_rows
+    from prefsynth.transforms.upo.pair_classifier import N_LOGPROB_FEATURES, batch_plan, encode_items, feature_width
+    from prefsynth.transforms.upo.scoring import classifier_inputs, load_tokenizer
+
+    cfg = params.pairs.upo
+    _, _, trusted, to_score, trusted_unpaired = upo_inputs(candidates, prompts, responses, params, unpaired)
+    _, items = classifier_inputs(to_score, trusted, cfg, params.seed, trusted_unpaired)
+    tok, config = load_tokenizer(policy), AutoConfig.from_pretrained(policy)
+    enc, n_comp = encode_items(tok, items, cfg.max_length)
+    plan = batch_plan(config, tok, enc, cfg.score_batch_size)
+    return {"rows": feature_rows(enc, n_comp, plan), "per_batch": len(plan[0]), "n": len(items),
+            "width": N_LOGPROB_FEATURES + 2 * feature_width(config, cfg.hidden_features)}
+
+
+def _matrix(features: list[tuple[int, np.ndarray]], n: int, width: int) -> np.ndarray:
+    out = np.zeros((n, width), dtype=np.float32)
+    for i, row in features:
+        out[i] = row
+    return out
+
+
+def _decide(features, candidates: list[dict], prompts: dict, responses: list[dict], params: Params,
+            policy: str | None, unpaired: list[dict], info_path: str) -> dict:
+    """Every decision (transforms/pair_filters.decide) from the features; the estimator's info goes to
+    `info_path` (a Beam filesystem path) for the driver's metrics."""
+    with tempfile.TemporaryDirectory(prefix="upo-") as work:
+        pairs, dropped, info = decide(candidates, prompts, responses, params, policy, work, unpaired, features)
+    with FileSystems.create(info_path) as f:
+        f.write(json.dumps(info).encode())
+    return {"pairs": pairs, "dropped": dropped}
+
+
+def _route_all(decision: dict, conv: bool, prompts: dict):
+    for element in decision["pairs"]:
+        yield from _route(element, decision["dropped"], conv, prompts)
+
+
+def build(pipeline, params: Params, candidates: list[dict], prompts: dict, responses: list[dict],
+          unpaired: list[dict], policy: str | None, plan: dict | None, info_path: str, copies: list[str],
+          candidates_dir: str, out: dict[str, str]) -> None:
+    """Policy features per deterministic batch (a model stage, when the pair classifier scores), every
+    decision in one step after them, then the pairs routed to their views."""
+    from apache_beam.ml.inference.base import RunInference
+
+    from prefsynth.transforms.model_handler import worker_total
+    from prefsynth.transforms.upo.features_beam import PolicyFeatures
+
+    sel, cfg = params.pairs, params.pairs.upo
+    if plan is not None:
+        featurise = PolicyFeatures(params.policy, policy, cfg.hidden_features, cfg.torch_threads, STAGE,
+                                   worker_total(plan["n"], params.beam))
+        features = (pipeline | "Texts" >> _CreateRecords(plan["rows"], reshuffle=False)
+                    | "TextBatches" >> DeterministicBatches(plan["per_batch"], key="key")
+                    | "PolicyFeatures" >> RunInference(featurise.handler())
+                    | "Feature" >> beam.Map(lambda r: (r.example, r.inference))
+                    | "AllFeatures" >> beam.combiners.ToList()
+                    | "FeatureMatrix" >> beam.Map(_matrix, plan["n"], plan["width"]))
+    else:
+        features = pipeline | "NoFeatures" >> beam.Create([None])
+    decision = features | "Decide" >> beam.Map(_decide, candidates, prompts, responses, params, policy, unpaired,
+                                               info_path)
     tags = ["pruned", *LEVELS] + ([f"{lv}_conversational" for lv in LEVELS] if sel.conversational else [])
-    routed = (pipeline | "Pairs" >> _CreateRecords(pairs, reshuffle=False)
-              | "Route" >> beam.FlatMap(_route, dropped, sel.conversational, prompts).with_outputs(*tags))
+    routed = decision | "Route" >> beam.FlatMap(_route_all, sel.conversational, prompts).with_outputs(*tags)
     for tag in tags:
         dataset = "pairs_conversational" if tag.endswith("_conversational") else "pairs"
         routed[tag] | f"Write_{tag}" >> WriteDataset(out[tag], dataset, WRITTEN_AS, sel.num_shards)
     for view in copies:  # other views (kto, prm, critique, ...) pass through unchanged
-        dataset = read_table(f"{candidates}/{view}").schema.metadata[b"prefsynth.dataset"].decode()
-        (pipeline | f"Read_{view}" >> ReadDataset(f"{candidates}/{view}")
+        dataset = read_table(f"{candidates_dir}/{view}").schema.metadata[b"prefsynth.dataset"].decode()
+        (pipeline | f"Read_{view}" >> ReadDataset(f"{candidates_dir}/{view}")
          | f"Copy_{view}" >> WriteDataset(out[view], dataset, WRITTEN_AS, sel.num_shards))
     (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", WRITTEN_AS, 1)
 
@@ -119,11 +189,13 @@ def main(argv: list[str] | None = None) -> None:
     # the verifier's per-completion labels (the unpaired KTO view): the pair classifier's 'both wrong' ties
     unpaired = (read_records(f"{args.candidates}/kto") if params.pairs.upo.estimator == "pair_classifier"
                 and dataset_files(f"{args.candidates}/kto") else [])
-    with tempfile.TemporaryDirectory(prefix="upo-") as work:
-        # the run's policy directory may hold only a policy.json naming the real model
-        policy = resolve_model(args.policy, params.policy) if args.policy else None
-        pairs, dropped, info = decide(candidates, prompts, read_records(args.responses), params, policy, work,
-                                      unpaired)
+    responses = read_records(args.responses)
+    # the run's policy directory may hold only a policy.json naming the real model
+    policy = resolve_model(args.policy, params.policy) if args.policy else None
+    cfg = params.pairs.upo
+    plan = (feature_plan(candidates, prompts, responses, params, policy, unpaired)
+            if cfg.enabled and policy and cfg.estimator == "pair_classifier" else None)
+    info_path = f"{args.out}.estimator.partial.json"
     copies = sorted(d.name for d in Path(args.candidates).iterdir() if d.is_dir() and d.name not in LEVELS
                     and not d.name.endswith(".partial")) if "://" not in args.candidates else []
     tags = ["pruned", *LEVELS] + ([f"{lv}_conversational" for lv in LEVELS] if params.pairs.conversational else [])
@@ -133,13 +205,24 @@ def main(argv: list[str] | None = None) -> None:
         outs[view] = Output(f"{args.out}/{view}", read_table(f"{args.candidates}/{view}").schema.metadata[
             b"prefsynth.dataset"].decode())
     outs["dead"] = Output(args.dead, "dead_letters")
-    used = {p["prompt_id"] for p in pairs} | set()
-    account = run_stage(
-        STAGE, params.beam, outs, "response", "dead",
-        lambda pl, out: build(pl, params, pairs, dropped, {k: prompts[k] for k in used}, copies, args.candidates, out),
-        count_out=lambda staged: sum(read_table(staged[lv]).num_rows for lv in LEVELS),
-        refs={"prompt_id": prompts_table.column("prompt_id").to_pylist()}, reports_dir=args.reports,
-    )
+    used = {k: prompts[k] for k in {p["prompt_id"] for p in candidates}}
+    try:
+        account = run_stage(
+            STAGE, params.beam, outs, "response", "dead",
+            lambda pl, out: build(pl, params, candidates, used, responses, unpaired, policy, plan, info_path,
+                                  copies, args.candidates, out),
+            count_out=lambda staged: sum(read_table(staged[lv]).num_rows for lv in LEVELS),
+            refs={"prompt_id": prompts_table.column("prompt_id").to_pylist()}, reports_dir=args.reports,
+        )
+        with FileSystems.open(info_path) as f:
+            info = json.loads(f.read().decode())
+    finally:
+        if FileSystems.exists(info_path):
+            FileSystems.delete([info_path])
+    # the decisions, read back from what the stage wrote: every candidate is in a level view or pruned
+    pruned = read_records(f"{args.out}/pruned")
+    pairs = [p for lv in LEVELS for p in read_records(f"{args.out}/{lv}")] + pruned
+    dropped = {p["pair_id"]: p["kept_reason"].removeprefix("dropped: ") for p in pruned}
     report = precision_report(pairs, dropped, prompts, params)
     gate = info.pop("source_gate", None)
     write_metrics(args.metrics, {"accounting": account.to_dict(), "estimator": info, "source_gate": gate, **report,

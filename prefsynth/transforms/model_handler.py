@@ -10,7 +10,8 @@ mcts's `SearchBatch`, label's `MCLabelBatch` and `JudgeBatch`, critiques' `Criti
   stage's MC rollouts and judges load the policy once), and freed when the stage ends
   (`run_stage` calls `factory.release_backends`);
 - `infer.prepare(backend)`, where the function has one, wraps the backend once per worker (the
-  judges read their templates beside it);
+  judges read their templates beside it); `infer.load()`, where it has one, loads its model
+  instead of a backend (the pairs stage's policy features read a causal LM's logits and states);
 - batching is left to `DeterministicBatches` (the same batches whatever the runner), so
   RunInference's own BatchElements is skipped;
 - metrics go under `prefsynth.<stage>.inference`.
@@ -49,7 +50,8 @@ class BackendModelHandler(ModelHandler[Any, PredictionResult, Any]):
         return shared_backend(self.policy, self.model)
 
     def load_model(self):
-        backend = self.load_backend()
+        load = getattr(self.infer, "load", None)
+        backend = load() if callable(load) else self.load_backend()
         prepare = getattr(self.infer, "prepare", None)
         return prepare(backend) if callable(prepare) else backend
 

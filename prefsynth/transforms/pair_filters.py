@@ -45,26 +45,37 @@ def agreement_filter(pairs: list[dict], agreement: dict[str, sc.Consistency], so
     return out
 
 
-def decide(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], params: Params, policy: str | None,
-           work_dir: str, unpaired: list[dict] | None = None) -> tuple[list[dict], dict[str, str], dict]:
-    """All decisions, pure of Beam: (pairs with uncertainty columns, pair_id -> drop reason, info).
-
-    Drop reasons are '<key>: <detail>'; the key is the dropped counter's name.
-    """
+def upo_inputs(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], params: Params,
+               unpaired: list[dict] | None = None) -> tuple[list[dict], dict[str, str], list, list, list]:
+    """(pairs by id, the agreement filter's drops, trusted pairs, pairs to score, trusted unpaired rows)."""
     sel, cfg = params.pairs, params.pairs.upo
     pairs = sorted((dict(p) for p in pairs), key=lambda p: p["pair_id"])
     dropped = agreement_filter(pairs, agreement_by_prompt(responses, prompts), sel.agreement_filter_sources,
                                sel.min_agreement)
+    trusted = [p for p in pairs if _matches(p["label_source"], cfg.trusted_sources)
+               and upo.is_trusted_prompt(params.seed, p["prompt_id"], cfg.trusted_fraction)]
+    trusted = trusted[:cfg.max_trusted_pairs]
+    to_score = [p for p in pairs if cfg.score_all or (p["pair_id"] not in dropped
+                                                      and _matches(p["label_source"], cfg.sources))]
+    trusted_unpaired = [r for r in unpaired or [] if _matches(r.get("label_source"), cfg.trusted_sources)
+                        and upo.is_trusted_prompt(params.seed, r["prompt_id"], cfg.trusted_fraction)]
+    return pairs, dropped, trusted, to_score, trusted_unpaired
+
+
+def decide(pairs: list[dict], prompts: dict[str, dict], responses: list[dict], params: Params, policy: str | None,
+           work_dir: str, unpaired: list[dict] | None = None,
+           features=None) -> tuple[list[dict], dict[str, str], dict]:
+    """All decisions, pure of Beam: (pairs with uncertainty columns, pair_id -> drop reason, info).
+    `features`: the pair classifier's policy features, when computed already (the pairs stage does it in Beam).
+
+    Drop reasons are '<key>: <detail>'; the key is the dropped counter's name.
+    """
+    sel, cfg = params.pairs, params.pairs.upo
+    pairs, dropped, trusted, to_score, trusted_unpaired = upo_inputs(pairs, prompts, responses, params, unpaired)
     info: dict = {}
     if cfg.enabled and policy:
-        trusted = [p for p in pairs if _matches(p["label_source"], cfg.trusted_sources)
-                   and upo.is_trusted_prompt(params.seed, p["prompt_id"], cfg.trusted_fraction)]
-        trusted = trusted[:cfg.max_trusted_pairs]
-        to_score = [p for p in pairs if cfg.score_all or (p["pair_id"] not in dropped
-                                                          and _matches(p["label_source"], cfg.sources))]
-        trusted_unpaired = [r for r in unpaired or [] if _matches(r.get("label_source"), cfg.trusted_sources)
-                            and upo.is_trusted_prompt(params.seed, r["prompt_id"], cfg.trusted_fraction)]
-        scores, info = score_pairs(to_score, trusted, policy, cfg, params.seed, work_dir, trusted_unpaired)
+        scores, info = score_pairs(to_score, trusted, policy, cfg, params.seed, work_dir, trusted_unpaired,
+                                   features)
         for p in to_score:
             p["uncertainty_mean"], p["uncertainty_var"], p["uncertainty_bald"], _ = scores[p["pair_id"]]
         groups = collections.defaultdict(list)

@@ -19,8 +19,9 @@ BALD (UPO's bald_rate = the hard share).
     reward_model.py     the reward-model estimator (TRL RewardTrainer through the backbone)
     pair_classifier.py  the pair-classifier estimator (the policy's features, a small head)
     scoring.py          train the chosen estimator on trusted pairs, MC-score every pair
+    features_beam.py    the pair classifier's policy features as a Beam model stage (not imported here)
 
-Every name is importable from `prefsynth.transforms.upo`.
+Every name but features_beam's is importable from `prefsynth.transforms.upo`.
 """
 
 from prefsynth.transforms.upo.pair_classifier import N_LOGPROB_FEATURES, PairClassifier, policy_features, trusted_examples

@@ -37,68 +37,97 @@ def policy_features(model, tok, items: Sequence[tuple[str, str]], *, batch_size:
     boundary is the completion's). Texts are cut from the left to `max_length` tokens (the answer end
     matters most). Any causal LM: the hidden width is the config's `hidden_size` (`n_embd` for GPT-2);
     no gradients; at most `batch_size` rows per forward, fewer when their logits would exceed
-    `max_batch_logits` values.
+    `max_batch_logits` values. The same as `rows_features` over each batch of `batch_plan`, which is
+    how the pairs stage computes them inside Beam (transforms/upo/features_beam.py).
     """
-    import torch
+    enc, n_comp = encode_items(tok, items, max_length)
+    out = np.zeros((len(items), N_LOGPROB_FEATURES + 2 * feature_width(model.config, hidden)), dtype=np.float32)
+    for rows in batch_plan(model.config, tok, enc, batch_size, max_batch_logits):
+        out[rows] = rows_features(model, tok, [enc[i] for i in rows], [n_comp[i] for i in rows], hidden)
+    return out
 
+
+def encode_items(tok, items: Sequence[tuple[str, str]], max_length: int) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each (prompt, completion), cut from the left to `max_length`, and how many of the
+    last ones are the completion's (at least one predicted token)."""
     from prefsynth.backends.transformers_backend import continuation_token_span
 
-    newline = tok("\n", add_special_tokens=False)["input_ids"]
-    newline = newline[-1] if newline else -1
-    claims = [i for c in ("=", ":") for i in tok(c, add_special_tokens=False)["input_ids"][-1:]]
     enc, n_comp = [], []
     for prompt, completion in items:  # tokenized together, as the policy sees the text (BPE merges)
         full, first = continuation_token_span(tok, prompt, completion)
         ids = full[-max_length:]
         enc.append(ids)
         n_comp.append(max(1, min(len(full) - first, len(ids) - 1)))  # at least one predicted token
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    width = (getattr(config, "hidden_size", None) or config.n_embd) if hidden else 0
-    out = np.zeros((len(items), N_LOGPROB_FEATURES + 2 * width), dtype=np.float32)
-    order = sorted(range(len(enc)), key=lambda i: (len(enc[i]), i))  # similar lengths share a batch
-    # rows per forward: `batch_size`, and few enough that the [rows, length, vocab] logits stay under
-    # `max_batch_logits` values (a 49k vocabulary at 96 tokens is 19 MB of float32 logits per row)
-    vocab = getattr(config, "vocab_size", None) or len(tok)
+    return enc, n_comp
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def feature_width(config, hidden: bool) -> int:
+    """The hidden width the features carry (twice: mean and last state); 0 without hidden states."""
+    config = _text_config(config)
+    return (getattr(config, "hidden_size", None) or config.n_embd) if hidden else 0
+
+
+def batch_plan(config, tok, enc: Sequence[Sequence[int]], batch_size: int,
+               max_batch_logits: int = 2 ** 26) -> list[list[int]]:
+    """The rows of each forward pass, in order: similar lengths share a batch (sorted by length, then
+    index); `batch_size` rows, and few enough that the [rows, length, vocab] logits stay under
+    `max_batch_logits` values (a 49k vocabulary at 96 tokens is 19 MB of float32 logits per row)."""
+    order = sorted(range(len(enc)), key=lambda i: (len(enc[i]), i))
+    vocab = getattr(_text_config(config), "vocab_size", None) or len(tok)
     longest = max((len(e) for e in enc), default=1)
     per_batch = max(1, min(batch_size, max_batch_logits // max(1, longest * vocab)))
+    return [order[start:start + per_batch] for start in range(0, len(order), per_batch)]
+
+
+def rows_features(model, tok, enc: Sequence[Sequence[int]], n_comp: Sequence[int], hidden: bool) -> np.ndarray:
+    """[len(enc), F] features of these rows from one forward pass over them, right-padded together."""
+    import torch
+
+    newline = tok("\n", add_special_tokens=False)["input_ids"]
+    newline = newline[-1] if newline else -1
+    claims = [i for c in ("=", ":") for i in tok(c, add_special_tokens=False)["input_ids"][-1:]]
+    width = feature_width(model.config, hidden)
+    out = np.zeros((len(enc), N_LOGPROB_FEATURES + 2 * width), dtype=np.float32)
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(order), per_batch):
-            rows = order[start:start + per_batch]
-            w = max(len(enc[i]) for i in rows)
-            ids = torch.full((len(rows), w), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), w), dtype=torch.long)
-            for j, i in enumerate(rows):  # right padding: causal attention never reads the pads
-                ids[j, :len(enc[i])] = torch.tensor(enc[i], dtype=torch.long)
-                mask[j, :len(enc[i])] = 1
-            res = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
-            logp = res.logits[:, :-1].float().log_softmax(-1)
-            tgt = ids[:, 1:]
-            tok_lp = logp.gather(-1, tgt[..., None])[..., 0]
-            gap = (tok_lp - logp.max(-1).values).numpy()
-            tok_lp = tok_lp.numpy()
-            hs = res.hidden_states[-1].float().numpy() if hidden else None
-            del res
-            tgt = tgt.numpy()
-            for j, i in enumerate(rows):
-                end = len(enc[i]) - 1  # predictions of tokens 1 .. end
-                a = end - n_comp[i]
-                lp, g, t = tok_lp[j, a:end], gap[j, a:end], tgt[j, a:end]
-                cuts = [k + 1 for k in np.flatnonzero(t == newline)]
-                lines = [seg for seg in np.split(np.arange(len(lp)), cuts) if len(seg)]
-                tails = []
-                for seg in lines:  # the claimed result of each line: after its last '=' or ':'
-                    marks = [k for k in seg if t[k] in claims]
-                    tails.append(seg[seg > marks[-1]] if marks and seg[-1] > marks[-1] else seg)
-                out[i, :N_LOGPROB_FEATURES] = (
-                    lp.mean(), lp.min(), lp.sum(), g.min(), g.mean(), (g < -1e-6).mean(), len(lp) / 10.0,
-                    min(lp[seg].mean() for seg in lines), lp[lines[-1]].mean(), lp[lines[-1]].min(),
-                    min(lp[tl].sum() for tl in tails), min(g[tl].min() for tl in tails),
-                    sum(lp[tl].sum() for tl in tails))
-                if hidden:
-                    h = hs[j, a + 1:end + 1]  # the completion tokens' states
-                    out[i, N_LOGPROB_FEATURES:N_LOGPROB_FEATURES + width] = h.mean(0)
-                    out[i, N_LOGPROB_FEATURES + width:] = h[-1]
+        w = max(len(e) for e in enc)
+        ids = torch.full((len(enc), w), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(enc), w), dtype=torch.long)
+        for j, e in enumerate(enc):  # right padding: causal attention never reads the pads
+            ids[j, :len(e)] = torch.tensor(e, dtype=torch.long)
+            mask[j, :len(e)] = 1
+        res = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
+        logp = res.logits[:, :-1].float().log_softmax(-1)
+        tgt = ids[:, 1:]
+        tok_lp = logp.gather(-1, tgt[..., None])[..., 0]
+        gap = (tok_lp - logp.max(-1).values).numpy()
+        tok_lp = tok_lp.numpy()
+        hs = res.hidden_states[-1].float().numpy() if hidden else None
+        del res
+        tgt = tgt.numpy()
+        for j in range(len(enc)):
+            end = len(enc[j]) - 1  # predictions of tokens 1 .. end
+            a = end - n_comp[j]
+            lp, g, t = tok_lp[j, a:end], gap[j, a:end], tgt[j, a:end]
+            cuts = [k + 1 for k in np.flatnonzero(t == newline)]
+            lines = [seg for seg in np.split(np.arange(len(lp)), cuts) if len(seg)]
+            tails = []
+            for seg in lines:  # the claimed result of each line: after its last '=' or ':'
+                marks = [k for k in seg if t[k] in claims]
+                tails.append(seg[seg > marks[-1]] if marks and seg[-1] > marks[-1] else seg)
+            out[j, :N_LOGPROB_FEATURES] = (
+                lp.mean(), lp.min(), lp.sum(), g.min(), g.mean(), (g < -1e-6).mean(), len(lp) / 10.0,
+                min(lp[seg].mean() for seg in lines), lp[lines[-1]].mean(), lp[lines[-1]].min(),
+                min(lp[tl].sum() for tl in tails), min(g[tl].min() for tl in tails),
+                sum(lp[tl].sum() for tl in tails))
+            if hidden:
+                h = hs[j, a + 1:end + 1]  # the completion tokens' states
+                out[j, N_LOGPROB_FEATURES:N_LOGPROB_FEATURES + width] = h.mean(0)
+                out[j, N_LOGPROB_FEATURES + width:] = h[-1]
     return out
 
 
