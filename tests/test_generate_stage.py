@@ -54,6 +54,19 @@ def test_responses_are_complete_and_identical_on_one_or_two_workers(world):
            [Path(f).read_bytes() for f in dataset_files(str(two / "responses"))]
 
 
+def test_per_call_padding_is_identical_on_one_or_two_workers(world):
+    """policy.batch_invariant: false pads each call to its longest prompt: a prompt's bits then
+    depend on its batch-mates, which DeterministicBatches fixes, so the bytes still do not depend
+    on the worker count (several Beam batches here: 24 sequences per batch, 8 prompts x 3)."""
+    root, policy = world
+    pol = {"batch_invariant": False, "batch_size": 24}
+    one, m1 = _generate(root, policy, "pc1", policy=pol, beam={"direct_num_workers": 1})
+    two, _ = _generate(root, policy, "pc2", policy=pol, beam={"direct_num_workers": 2})
+    assert m1["accounting"]["balanced"] and m1["responses"] == 180
+    assert [Path(f).read_bytes() for f in dataset_files(str(one / "responses"))] == \
+           [Path(f).read_bytes() for f in dataset_files(str(two / "responses"))]
+
+
 def test_over_long_prompts_go_to_dead_letters_or_are_truncated(world, tmp_path):
     root, _ = world
     short_ctx = tiny_random_policy(tmp_path / "policy-short", n_positions=24)
