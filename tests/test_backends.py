@@ -8,7 +8,8 @@ import torch
 
 from prefsynth.backends import SamplingParams
 from prefsynth.backends.openai_backend import GenerationFailure, OpenAIBackend, self_certainty_from_top_k
-from prefsynth.backends.transformers_backend import TransformersBackend, gumbel_noise
+from prefsynth.backends.noise import gumbel_noise
+from prefsynth.backends.transformers_backend import TransformersBackend
 
 from helpers import FailingServer, ServeProcess, tiny_random_policy
 

@@ -9,7 +9,8 @@ import types
 import pytest
 import torch
 
-from prefsynth.backends.transformers_backend import TransformersBackend, continuation_token_span, scored_spans
+from prefsynth.backends.spans import continuation_token_span, scored_spans
+from prefsynth.backends.transformers_backend import TransformersBackend
 
 PAIRWISE = "Which response is better, A or B? Answer with the letter.\n[RESULT] "
 YES_NO = "Question: is 2+2 equal to 4? Answer yes or no.\nAnswer:"

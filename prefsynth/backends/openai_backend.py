@@ -33,7 +33,7 @@ import os
 from typing import Callable, Sequence
 
 from prefsynth.backends.base import Completion, GenerationFailure, SamplingParams
-from prefsynth.backends.transformers_backend import sample_seed
+from prefsynth.backends.noise import sample_seed
 
 log = logging.getLogger("prefsynth")
 

@@ -1,19 +1,20 @@
 """Transformers backend: any local causal LM, CPU or CUDA, batched, left-padded.
 
 Decoding is a plain loop over the KV cache so that every row can have its own seed: the
-sampling noise for (seed, position, token) comes from a counter-based hash, not from a shared
-torch generator, so a request's samples do not depend on which batch it landed in. The `n`
-samples of a prompt share one prefill (the prompt's KV cache is computed once and repeated).
+sampling noise for (seed, position, token) comes from a counter-based hash (backends/noise.py), not
+from a shared torch generator, so a request's samples do not depend on which batch it landed in.
+The `n` samples of a prompt share one prefill (the prompt's KV cache is computed once and repeated).
+Padding is `batch_invariant` (per-length width buckets: a prompt's bits do not depend on its
+batch-mates) or per call (one width, as `model.generate`: faster on mixed lengths).
 
 The decode loop stays on the model's device: the noise hash is exact int64 arithmetic computed
 where the logits are (float64 Gumbel noise on a CPU, whose bytes are those of every earlier
 release; float32 from the hash's top 24 bits on accelerators), finish states, tokens, log-probs and
 self-certainty sums are device tensors, and per step only "all rows done?" crosses to the host
 (plus the new token ids when there are stop strings, checked on a decoded tail window, never the
-whole text). Off the CPU the prefill computes only the last position's logits. Costs on a CPU with
-a large vocabulary: the per-token hash is ~0.1 s per step at 64 rows x 49k tokens (1 thread), and
-the prefill's full-width logits are kept there (computing only the last position changes the CPU
-bits): `benchmarks/generation.py` measures both against `model.generate`.
+whole text). The prefill computes only the last position's logits off the CPU and, on the CPU, for
+vocabularies over FULL_LOGITS_MAX_VOCAB (the tiny policy keeps its full-width bytes).
+`benchmarks/generation.py` measures it against `model.generate`.
 """
 
 from __future__ import annotations
@@ -25,46 +26,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefsynth.backends.base import Completion, SamplingParams
-from prefsynth.ids import seed_for
-
-_M32 = 0xFFFFFFFF
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash on int64 tensors holding values in [0, 2^32); never overflows int64
-    (a product is < 2^32 * 2^27), so it gives the same bits on every device."""
-    x = x ^ (x >> 16)
-    x = (x * 0x45D9F3B) & _M32
-    x = x ^ (x >> 16)
-    x = (x * 0x45D9F3B) & _M32
-    return x ^ (x >> 16)
-
-
-def _row_keys(seeds: torch.Tensor) -> torch.Tensor:
-    """The per-row part of the noise hash, computed once per batch ([rows] int64, same device)."""
-    return _mix32(_mix32(seeds & _M32) ^ ((seeds >> 32) & _M32))
-
-
-def _noise_bits(row_keys: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
-    """The 32-bit hash of (row seed, step, token id), [rows, vocab] int64 on the keys' device."""
-    tok = torch.arange(vocab_size, dtype=torch.int64, device=row_keys.device)[None, :]
-    return _mix32(_mix32(row_keys[:, None] ^ step) ^ tok)
-
-
-def _gumbel_from_bits(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Gumbel(0, 1) from 32 hash bits. float64 uses all 32 bits (the CPU path, whose bytes are
-    fixed); float32 uses the top 24, so u = (k + 0.5) / 2^24 is exact and strictly inside (0, 1)."""
-    if dtype == torch.float64:
-        u = (x.double() + 0.5) / 4294967296.0
-    else:
-        u = ((x >> 8).to(dtype) + 0.5) / 16777216.0
-    return -torch.log(-torch.log(u))
-
-
-def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Gumbel(0, 1) noise of shape [rows, vocab], a pure function of (row seed, step, token id),
-    computed on the seeds' device (the hash is exact int64 arithmetic everywhere)."""
-    return _gumbel_from_bits(_noise_bits(_row_keys(seeds), step, vocab_size), dtype)
+from prefsynth.backends.noise import gumbel_from_bits, noise_bits, row_keys, sample_seed
+from prefsynth.backends.spans import scored_spans
 
 
 def resolve_dtype(name: str | None, device: str) -> torch.dtype | None:
@@ -82,10 +45,6 @@ def resolve_dtype(name: str | None, device: str) -> torch.dtype | None:
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"policy.dtype: {name!r} is not a torch dtype (e.g. bfloat16, float16, float32, auto)")
     return dtype
-
-
-def sample_seed(request_seed: int, index: int) -> int:
-    return seed_for(request_seed, str(index), "sample") >> 1
 
 
 class TransformersBackend:
@@ -205,8 +164,8 @@ class TransformersBackend:
             attn = attn.repeat_interleave(n, 0)
             pos = pos.repeat_interleave(n, 0)
         rows = len(prompt_ids) * n
-        row_keys = _row_keys(torch.tensor([sample_seed(s, j) for s in seeds for j in range(n)],
-                                          dtype=torch.int64, device=dev))
+        keys = row_keys(torch.tensor([sample_seed(s, j) for s in seeds for j in range(n)],
+                        dtype=torch.int64, device=dev))
         # each row's own token budget: the context left after its own prompt, never its batch-mates'
         limit_list = [sp.max_new_tokens if not self.max_positions else
                       max(0, min(sp.max_new_tokens, self.max_positions - len(x))) for x in prompt_ids for _ in range(n)]
@@ -241,7 +200,7 @@ class TransformersBackend:
                 scores = logp / sp.temperature
                 if sp.top_p < 1.0:
                     scores = _top_p_mask(scores, sp.top_p)
-                noise = _gumbel_from_bits(_noise_bits(row_keys, step, vocab), noise_dtype)
+                noise = gumbel_from_bits(noise_bits(keys, step, vocab), noise_dtype)
                 nxt = (scores.to(noise_dtype) + noise).argmax(-1)
             hit_length = active & (step >= limits)
             hit_eos = active & ~hit_length & (nxt == eos)
@@ -324,55 +283,6 @@ class TransformersBackend:
                 n_c = len(seqs[j]) - spans[j][1]
                 out[j] = float(tok_lp[r, width - 1 - n_c:].sum())
         return out
-
-
-def continuation_token_span(tokenizer, prompt: str, continuation: str,
-                            add_special_tokens: bool = False) -> tuple[list[int], int]:
-    """(token ids of prompt + continuation tokenized together, index of the continuation's first token).
-
-    The continuation is every token whose character span ends after len(prompt): a token that
-    straddles the boundary (BPE merges a prompt's trailing space into " A") is the continuation's.
-    Fast tokenizers locate tokens by their offsets; a slow one by the longest common prefix of the
-    prompt's own tokens and the joint ones (the first differing token starts the continuation).
-    Trailing special tokens (an EOS some tokenizers append) are not part of the continuation.
-    `first == len(ids)` means the continuation has no token of its own.
-    """
-    full = prompt + continuation
-    cut = len(prompt)
-    if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(full, add_special_tokens=add_special_tokens, return_offsets_mapping=True,
-                        return_special_tokens_mask=True)
-        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
-        special = enc.get("special_tokens_mask") or [0] * len(ids)
-        while ids and special[len(ids) - 1] and add_special_tokens:
-            ids.pop()
-        first = next((i for i in range(len(ids)) if not special[i] and offsets[i][1] > cut), len(ids))
-        return ids, first
-    ids = list(tokenizer(full, add_special_tokens=add_special_tokens)["input_ids"])
-    p_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
-    first = 0
-    while first < min(len(ids), len(p_ids)) and ids[first] == p_ids[first]:
-        first += 1
-    return ids, first
-
-
-def scored_spans(tokenizer, prompts: Sequence[str], continuations: Sequence[str],
-                 add_special_tokens: bool = False) -> list[tuple[list[int], int]]:
-    """`continuation_token_span` for every pair; a continuation with no token of its own, or with
-    no token before it to condition on, is a ValueError (never a silent score of 0)."""
-    if len(prompts) != len(continuations):
-        raise ValueError("score: one continuation per prompt")
-    spans = []
-    for k, (p, c) in enumerate(zip(prompts, continuations)):
-        ids, first = continuation_token_span(tokenizer, p, c, add_special_tokens)
-        if first >= len(ids):
-            raise ValueError(f"score: continuation {c!r} (item {k}) has no tokens of its own after prompt "
-                             f"...{p[-40:]!r}: nothing to score")
-        if first == 0:
-            raise ValueError(f"score: continuation {c!r} (item {k}) starts the sequence (empty prompt and no "
-                             "BOS token): its first token has no context to be scored in")
-        spans.append((ids, first))
-    return spans
 
 
 def _top_p_mask(scores: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -190,7 +190,7 @@ class VLLMBackend:
         """
         from vllm import SamplingParams as VllmSampling
 
-        from prefsynth.backends.transformers_backend import scored_spans
+        from prefsynth.backends.spans import scored_spans
 
         spans = scored_spans(self.tokenizer, prompts, continuations, add_special_tokens=False)
         for k, (ids, _) in enumerate(spans):

@@ -50,7 +50,7 @@ def policy_features(model, tok, items: Sequence[tuple[str, str]], *, batch_size:
 def encode_items(tok, items: Sequence[tuple[str, str]], max_length: int) -> tuple[list[list[int]], list[int]]:
     """Token ids of each (prompt, completion), cut from the left to `max_length`, and how many of the
     last ones are the completion's (at least one predicted token)."""
-    from prefsynth.backends.transformers_backend import continuation_token_span
+    from prefsynth.backends.spans import continuation_token_span
 
     enc, n_comp = [], []
     for prompt, completion in items:  # tokenized together, as the policy sees the text (BPE merges)
