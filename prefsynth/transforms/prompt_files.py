@@ -152,6 +152,10 @@ def jsonl_ranges(path: str, block: int = RANGE_BYTES) -> list[tuple[str, int, in
 def read_jsonl_range(byte_range: tuple[str, int, int, int]):
     """Chunks of RawRecords of one range: the same records, names and line numbers as reading
     the whole file line by line (blank lines counted as dropped)."""
+    return _chunks(_range_lines(byte_range))
+
+
+def _range_lines(byte_range: tuple[str, int, int, int]):
     path, start, end, lineno = byte_range
     name = posixpath.basename(path)
     with FileSystems.open(path) as f:
@@ -160,19 +164,13 @@ def read_jsonl_range(byte_range: tuple[str, int, int, int]):
     lines = data.split(b"\n")
     if data.endswith(b"\n"):
         lines.pop()  # the piece after the last newline is not a line
-    chunk = []
     for lineno, raw in enumerate(lines, start=lineno):
         raw = raw.rstrip(b"\r\n")
         if not raw.strip():
             count_in()
             count_dropped("blank_line")
             continue
-        chunk.append(RawRecord(f"{name}:{lineno}", (name, lineno), raw))
-        if len(chunk) >= CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        yield RawRecord(f"{name}:{lineno}", (name, lineno), raw)
 
 
 def read_jsonl_chunks(path: str):
