@@ -128,6 +128,17 @@ def write_params(path: Path, data: dict) -> str:
     return str(path)
 
 
+def arith_prefix(prompt: str):
+    """(problem, steps already written, the value they reached) of an arith prompt + prefix, as the
+    rule-based test policies read what they are asked to continue."""
+    from prefsynth.tasks import arith
+
+    head, _, body = prompt.partition("\n")
+    problem = arith.parse_expression(head)
+    done = [s for s in body.split("\n") if s.strip()]
+    return problem, done, problem.first if not done else int(done[-1].split("=")[-1])
+
+
 class ExactArithPolicy:
     """A rule-based arith 'policy' for the backend protocol: it continues any prefix correctly
     from the value the prefix reached (so a wrong step stays wrong, as in real solutions).
@@ -141,10 +152,7 @@ class ExactArithPolicy:
 
         out = []
         for p in prompts:
-            head, _, body = p.partition("\n")
-            problem = arith.parse_expression(head)
-            done = [s for s in body.split("\n") if s.strip()]
-            cur = problem.first if not done else int(done[-1].split("=")[-1])
+            problem, done, cur = arith_prefix(p)
             lines = []
             for op, b in list(zip(problem.ops, problem.operands))[len(done):]:
                 nxt = arith.apply_op(cur, op, b)

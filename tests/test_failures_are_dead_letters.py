@@ -14,6 +14,8 @@ from prefsynth.transforms.mcts import MCTSConfig, new_tree, node_rows, search
 from prefsynth.transforms.mcts_beam import SearchBatch, SearchTrees, task_hooks
 from prefsynth.transforms.model_handler import BackendModelHandler
 
+from helpers import arith_prefix
+
 PROMPTS = ["Q: (20-3-8)*4+5-6=?\n", "Q: 7+8*2=?\n", "Q: (3+4)*5-6=?\n", "Q: 9*3-7+1=?\n"]
 
 
@@ -25,10 +27,7 @@ class NextStep:
     def generate(self, prompts, sampling, seeds=None):
         out = []
         for p in prompts:
-            head, _, body = p.partition("\n")
-            problem = arith.parse_expression(head)
-            done = [s for s in body.split("\n") if s.strip()]
-            cur = problem.first if not done else int(done[-1].split("=")[-1])
+            problem, done, cur = arith_prefix(p)
             todo = list(zip(problem.ops, problem.operands))[len(done):]
             if todo:
                 op, b = todo[0]

@@ -17,7 +17,7 @@ from prefsynth.transforms.mc_labels import (
     label_rows,
 )
 
-from helpers import ExactArithPolicy, tiny_random_policy, write_params
+from helpers import ExactArithPolicy, arith_prefix, tiny_random_policy, write_params
 
 PROMPT = "Q: (20-3-8)*4+5-6=?\n"  # 5 operations: steps 0..4, answer line 5
 
@@ -90,13 +90,10 @@ class SlipLaterPolicy(ExactArithPolicy):
 
         out = []
         for p in prompts:
-            head, _, body = p.partition("\n")
-            problem = arith.parse_expression(head)
-            done = [s for s in body.split("\n") if s.strip()]
+            problem, done, start = arith_prefix(p)
             group = []
             for j in range(sampling.n):
-                cur = problem.first if not done else int(done[-1].split("=")[-1])
-                lines = []
+                cur, lines = start, []
                 for i, (op, b) in enumerate(zip(problem.ops, problem.operands)):
                     if i < len(done):
                         continue
