@@ -28,9 +28,6 @@ from prefsynth.transforms.pairs import (dedupe, kto_rows, prm_row, response_pair
                                        truly_better)
 
 STAGE = "candidates"
-# the stage name the Parquet metadata and dead letters carry: the name this stage had before issue 19
-# (pairs), kept so its data files stay byte-identical (and dvc.lock's hashes with them)
-WRITTEN_AS = "pairs"
 PSEUDO_SOURCES = ("self_consistency", "self_certainty")  # computed here from the samples, not read from labels
 
 
@@ -143,11 +140,11 @@ def build(pipeline: beam.Pipeline, params: Params, paths: dict[str, str], out: d
     } | "ByPrompt" >> beam.CoGroupByKey()
     views = grouped | "Pairs" >> beam.FlatMap(pairs_for_prompt, params).with_outputs("kto", "prm", main="pairs")
     pairs = views.pairs
-    views.kto | "WriteKTO" >> WriteDataset(out["kto"], "kto", WRITTEN_AS, params.candidates.num_shards)
-    views.prm | "WritePRM" >> WriteDataset(out["prm"], "prm", WRITTEN_AS, params.candidates.num_shards)
+    views.kto | "WriteKTO" >> WriteDataset(out["kto"], "kto", STAGE, params.candidates.num_shards)
+    views.prm | "WritePRM" >> WriteDataset(out["prm"], "prm", STAGE, params.candidates.num_shards)
     for level in ("response", "step"):
         (pairs | f"Only{level}" >> beam.Filter(lambda p, lv: p["level"] == lv, level)
-         | f"Write{level}" >> WriteDataset(out[level], "pairs", WRITTEN_AS, params.candidates.num_shards))
+         | f"Write{level}" >> WriteDataset(out[level], "pairs", STAGE, params.candidates.num_shards))
     if "critique" in out:  # critique pairs: a correct critique vs an incorrect one, per response
         from prefsynth.transforms.critiques import critique_pairs
 
@@ -160,8 +157,8 @@ def build(pipeline: beam.Pipeline, params: Params, paths: dict[str, str], out: d
          | "OnePerId" >> beam.CombinePerKey(
              lambda ps: min(ps, key=lambda p: (p["chosen_id"] or "", p["rejected_id"] or "")))
          | "DropKey" >> beam.Values()
-         | "WriteCritique" >> WriteDataset(out["critique"], "pairs", WRITTEN_AS, params.candidates.num_shards))
-    (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", WRITTEN_AS, 1)
+         | "WriteCritique" >> WriteDataset(out["critique"], "pairs", STAGE, params.candidates.num_shards))
+    (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
 
 
 def prm_labels(v) -> list[bool] | None:

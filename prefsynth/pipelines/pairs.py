@@ -52,9 +52,6 @@ from prefsynth.transforms.pair_filters import decide, upo_inputs
 from prefsynth.transforms.pair_report import precision_report
 
 STAGE = "pairs"
-# the stage name the Parquet metadata and dead letters carry: the name this stage had before issue 19
-# (prune), kept so its data files stay byte-identical (and dvc.lock's hashes with them)
-WRITTEN_AS = "prune"
 LEVELS = ("response", "step")
 log = logging.getLogger("prefsynth")
 
@@ -164,12 +161,12 @@ def build(pipeline, params: Params, candidates: list[dict], prompts: dict, respo
     routed = decision | "Route" >> beam.FlatMap(_route_all, sel.conversational, prompts).with_outputs(*tags)
     for tag in tags:
         dataset = "pairs_conversational" if tag.endswith("_conversational") else "pairs"
-        routed[tag] | f"Write_{tag}" >> WriteDataset(out[tag], dataset, WRITTEN_AS, sel.num_shards)
+        routed[tag] | f"Write_{tag}" >> WriteDataset(out[tag], dataset, STAGE, sel.num_shards)
     for view in copies:  # other views (kto, prm, critique, ...) pass through unchanged
         dataset = read_table(f"{candidates_dir}/{view}").schema.metadata[b"prefsynth.dataset"].decode()
         (pipeline | f"Read_{view}" >> ReadDataset(f"{candidates_dir}/{view}")
-         | f"Copy_{view}" >> WriteDataset(out[view], dataset, WRITTEN_AS, sel.num_shards))
-    (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", WRITTEN_AS, 1)
+         | f"Copy_{view}" >> WriteDataset(out[view], dataset, STAGE, sel.num_shards))
+    (pipeline | "NoDead" >> beam.Create([])) | "WriteDead" >> WriteDataset(out["dead"], "dead_letters", STAGE, 1)
 
 
 def main(argv: list[str] | None = None) -> None:
