@@ -47,7 +47,7 @@ def boot_auroc(pairs, reps=1000, seed=0):
 def main(argv=None) -> None:
     import pyarrow.parquet as pq
 
-    from prefsynth.pipelines.label import quality_metrics, step_local_truth
+    from prefsynth.transforms.label_report import quality_metrics, step_local_truth
     from prefsynth.step_local import is_operation_line
     from prefsynth.tasks import get_task
     from prefsynth.tasks.arith import apply_op
@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     out = {"quality": quality, "intervals": {}, "p_true_tracks": {}}
     print("AUROC of each labeler's score against each truth (95% bootstrap interval, responses resampled)")
     # (labeler, kind) -> [(response id, score, truth)] for the intervals
-    from prefsynth.pipelines.label import ground_truth
+    from prefsynth.transforms.label_report import ground_truth
 
     truth_r, truth_s = ground_truth(labels)
     items = collections.defaultdict(list)

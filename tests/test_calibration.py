@@ -71,7 +71,7 @@ def test_step_local_truth_differs_from_no_error_so_far():
 
 
 def test_quality_scores_step_labels_against_both_truths_and_names_them():
-    from prefsynth.pipelines.label import quality_metrics, step_local_truth
+    from prefsynth.transforms.label_report import quality_metrics, step_local_truth
     from prefsynth.step_local import TRUTHS
 
     def row(labeler, i, score):
