@@ -16,6 +16,8 @@ Significance: a variant's per-seed difference from `default` (paired by seed, sa
     python benchmarks/ablations.py --seeds 3                          # every variant and baseline
     python benchmarks/ablations.py --seeds 3 --variants default rft   # some of them
     python benchmarks/ablations.py --project /tmp/small --seeds 2     # another project dir
+    python benchmarks/ablations.py --seeds 1 --variants default \
+        --variant lr3e-4 train.learning_rate=3e-4 --variant rft_lr3e-4 train.learning_rate=3e-4 rft  # ad hoc
 
 Run from the repository root after a `dvc repro` (the shared stages come from the cache).
 Results also go to benchmarks/out/ablations.json.
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", "--only", nargs="*", choices=sorted(VARIANTS),
                     help="variants to run (default: all; `default` is always run first for the comparisons)")
+    ap.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "OVERRIDE"),
+                    help="an ad-hoc variant: its name, then key=value overrides and/or names of built-in variants "
+                         "whose overrides it includes (repeatable; for sweeps without editing VARIANTS)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per variant (>= 3 for an interval worth reading)")
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--project", default=".", help="the DVC project to run in (default: here)")
@@ -189,7 +194,12 @@ def main(argv: list[str] | None = None) -> None:
         print_tables(args.summarise)
         return
     project = Path(args.project).resolve()
-    names = list(dict.fromkeys(["default", *(args.variants or VARIANTS)]))
+    variants = dict(VARIANTS)
+    for name, *parts in args.variant:
+        variants[name] = [o for part in parts for o in (VARIANTS[part] if part in VARIANTS else [part])]
+    extra = [v[0] for v in args.variant]
+    chosen = args.variants if args.variants is not None else ([] if extra else list(VARIANTS))
+    names = list(dict.fromkeys(["default", *chosen, *extra]))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     t0 = time.perf_counter()
     runs: dict[str, list[dict]] = {}
@@ -197,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     default_steps = None
     for name in names:
         for seed in seeds:
-            overrides = [o.replace(SAME_STEPS, str(default_steps)) for o in VARIANTS[name]]
+            overrides = [o.replace(SAME_STEPS, str(default_steps)) for o in variants[name]]
             try:
                 row = run_one(project, overrides, seed)
             except RuntimeError as err:  # e.g. RFT with no verified-correct sample: recorded, not hidden

@@ -48,3 +48,17 @@ def test_a_new_import_is_caught(tmp_path):
     assert missing["prompts"] == []
     assert stage_deps.write_deps(root / "dvc.yaml", root) is True
     assert stage_deps.missing_deps(root / "dvc.yaml", root)["evaluate"] == []
+
+
+def test_byte_compiled_files_are_not_part_of_any_dependency_hash():
+    """A directory dep (prefsynth/tasks, prefsynth/config, ...) hashes every file DVC does not ignore:
+    without the .dvcignore rule the __pycache__ a test run leaves behind made dvc.lock differ between
+    a working copy and a fresh clone, and `dvc repro` there retrained everything."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        ignored = repo.dvcignore
+        assert ignored.is_ignored_file(str(ROOT / "prefsynth/tasks/__pycache__/base.cpython-311.pyc"))
+        assert ignored.is_ignored_file(str(ROOT / "prefsynth/config/stray.pyc"))
+        assert not ignored.is_ignored_file(str(ROOT / "prefsynth/tasks/base.py"))
+        assert not ignored.is_ignored_file(str(ROOT / "prefsynth/templates/p_true.txt"))

@@ -44,12 +44,18 @@ def read_jsonl_lines(path: str):
     name = posixpath.basename(path)
     with FileSystems.open(path) as f:
         for lineno, raw in enumerate(f, start=1):
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                count_in()
-                count_dropped("blank_line")
-                continue
-            yield RawRecord(f"{name}:{lineno}", (name, lineno), raw)
+            yield from _jsonl_record(name, lineno, raw)
+
+
+def _jsonl_record(name: str, lineno: int, raw: bytes):
+    """The RawRecord of one JSONL line (none for a blank line, which is counted as dropped): one rule
+    for the whole-file and the byte-range readers, so both give the same names and line numbers."""
+    raw = raw.rstrip(b"\r\n")
+    if not raw.strip():
+        count_in()
+        count_dropped("blank_line")
+        return
+    yield RawRecord(f"{name}:{lineno}", (name, lineno), raw)
 
 
 PARQUET_MAGIC = b"PAR1"
@@ -165,12 +171,7 @@ def _range_lines(byte_range: tuple[str, int, int, int]):
     if data.endswith(b"\n"):
         lines.pop()  # the piece after the last newline is not a line
     for lineno, raw in enumerate(lines, start=lineno):
-        raw = raw.rstrip(b"\r\n")
-        if not raw.strip():
-            count_in()
-            count_dropped("blank_line")
-            continue
-        yield RawRecord(f"{name}:{lineno}", (name, lineno), raw)
+        yield from _jsonl_record(name, lineno, raw)
 
 
 def read_jsonl_chunks(path: str):

@@ -1,0 +1,146 @@
+"""On-policy rounds over several seeds: greedy accuracy of policy-r per round, mean ± 95% interval.
+
+Each seed is the project's own `dvc repro` of `evaluate@1 .. evaluate@R` with params.yaml overridden
+(the file is put back afterwards): `iterations` becomes R chained rounds (round r samples with
+policy-(r-1), labels, builds pairs and trains policy-r with policy-(r-1) as the DPO reference), and
+`train.seed` / `evaluate.seed` take the seed. The global `seed` stays, so the prompts and splits do not
+move; round 1's samples are one draw, and from round 2 on the samples differ by seed because the
+policy that draws them does. DVC's run cache brings back rounds already made.
+
+Reported per round, on validation (where settings are chosen) and test (read once): policy-r's
+greedy accuracy, its paired gain over policy-0 (same prompts) and over the round before, each the mean
+over seeds with a 95% t-interval; `*` = the interval excludes 0.
+
+    python benchmarks/rounds.py --rounds 3 --seeds 3
+    python benchmarks/rounds.py --rounds 3 --seeds 3 --set train.epochs=3   # a training setting for every round
+    python benchmarks/rounds.py --summarise benchmarks/out/rounds.json
+
+Run from the repository root after a `dvc repro` (round 1's shared stages come from the cache).
+Results also go to benchmarks/out/rounds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablations import METRIC, _fmt, apply_overrides, dvc, mean_ci, significant  # noqa: E402
+
+
+def round_overrides(rounds: int, seed: int) -> list[str]:
+    chain = {str(r): {"from": r - 1} for r in range(1, rounds + 1)}
+    return [f"iterations={json.dumps(chain)}", f"card.round={rounds}", f"train.seed={seed}",
+            f"evaluate.seed={seed}"]
+
+
+def run_seed(project: Path, rounds: int, seed: int, overrides: list[str]) -> dict:
+    """One seed: R rounds; per round its pairs, steps and both splits' accuracies."""
+    path = project / "params.yaml"
+    original = path.read_text()
+    t0 = time.perf_counter()
+    try:
+        params = apply_overrides(yaml.safe_load(original), [*overrides, *round_overrides(rounds, seed)])
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        dvc(project, "repro", *(f"evaluate@{r}" for r in range(1, rounds + 1)))
+        per_round = []
+        for r in range(1, rounds + 1):
+            ev = json.loads((project / f"metrics/round-{r}/evaluate.json").read_text())
+            train = json.loads((project / f"metrics/round-{r}/train.json").read_text())
+            row = {"round": r, "pairs": train.get("pairs") or train.get("examples"),
+                   "steps": train.get("train_steps")}
+            for split, block in (("validation", ev.get("validation", {}).get("policies") or {}),
+                                 ("test", ev["policies"])):
+                if f"policy-{r}" in block:
+                    row[split] = {"policy_0": block["policy-0"][METRIC],
+                                  "policy_r": block[f"policy-{r}"][METRIC]}
+            per_round.append(row)
+    finally:  # each run starts from the user's params.yaml
+        path.write_text(original)
+    return {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "rounds": per_round}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per round and split: accuracy, gain over policy-0 and over the round before (paired by seed)."""
+    out = {}
+    n_rounds = max(len(r["rounds"]) for r in runs)
+    for r in range(1, n_rounds + 1):
+        rows = [run["rounds"][r - 1] for run in runs if len(run["rounds"]) >= r]
+        prev = {run["seed"]: run["rounds"][r - 2] for run in runs if r > 1 and len(run["rounds"]) >= r}
+        res = {"pairs": mean_ci([row["pairs"] or 0 for row in rows])["mean"]}
+        for split in ("validation", "test"):
+            got = [(run["seed"], run["rounds"][r - 1][split]) for run in runs
+                   if len(run["rounds"]) >= r and split in run["rounds"][r - 1]]
+            if not got:
+                continue
+            acc = [g["policy_r"] for _, g in got]
+            block = {"policy_r": mean_ci(acc), "vs_policy_0": mean_ci([g["policy_r"] - g["policy_0"] for _, g in got])}
+            if r > 1:
+                step = [g["policy_r"] - prev[s][split]["policy_r"] for s, g in got if s in prev]
+                block["vs_previous"] = mean_ci(step)
+            for key in ("vs_policy_0", "vs_previous"):
+                if key in block:
+                    block[key]["significant"] = significant(block[key]["ci95"])
+            res[split] = block
+        out[f"round-{r}"] = res
+    return out
+
+
+def table(summary: dict, split: str) -> str:
+    lines = [f"{split} split ({METRIC}; mean ± 95% interval over seeds; Δ in points; * = interval excludes 0)",
+             f"{'round':<9}{'pairs':>8}{'policy-r':>18}{'Δ vs policy-0':>18}{'Δ vs round before':>20}"]
+    for name, res in summary.items():
+        b = res.get(split)
+        if not b:
+            continue
+        d0, dp = b["vs_policy_0"], b.get("vs_previous")
+        lines.append(f"{name:<9}{res['pairs']:>8.0f}{_fmt(b['policy_r']):>18}"
+                     f"{_fmt(d0, True) + ('*' if d0['significant'] else ' '):>18}"
+                     f"{(_fmt(dp, True) + ('*' if dp['significant'] else ' ')) if dp else '-':>20}")
+    return "\n".join(lines)
+
+
+def print_tables(runs: list[dict]) -> None:
+    summary = summarise(runs)
+    for split in ("validation", "test"):
+        print(table(summary, split))
+        print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3, help="on-policy rounds per seed")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds (>= 3 for an interval worth reading)")
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="params overrides for every round, e.g. train.learning_rate=3e-4")
+    ap.add_argument("--project", default=".", help="the DVC project to run in (default: here)")
+    ap.add_argument("--out", default="benchmarks/out/rounds.json")
+    ap.add_argument("--summarise", metavar="FILE", help="only print the tables of a saved run")
+    args = ap.parse_args(argv)
+    if args.summarise:
+        print_tables(json.loads(Path(args.summarise).read_text())["runs"])
+        return
+    project = Path(args.project).resolve()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        runs.append(run_seed(project, args.rounds, seed, args.set))
+        print(json.dumps(runs[-1]), flush=True)
+        # kept after every seed: an interrupted run leaves what it measured
+        out.write_text(json.dumps({"rounds": args.rounds, "overrides": args.set, "runs": runs,
+                                   "wall_s": round(time.perf_counter() - t0), "summary": summarise(runs)}, indent=2))
+    print()
+    print_tables(runs)
+    print(f"wall time {round(time.perf_counter() - t0)} s for {args.rounds} rounds x {args.seeds} seeds")
+
+
+if __name__ == "__main__":
+    main()
