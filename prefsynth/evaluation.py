@@ -36,7 +36,7 @@ def arith_policy_metrics(backend: Backend, test_records: list[dict], seed: int, 
                               [_seed(seed, r["prompt_id"], "eval-greedy") for r in greedy_recs])
     correct, step_fracs = [], []
     for rec, (c,) in zip(greedy_recs, greedy):
-        v = arith.verify_solution(arith.parse_expression(rec["prompt"]), arith.split_steps(c.text))
+        v = arith.verify_solution(arith.ArithTask.problem(rec), arith.split_steps(c.text))
         correct.append(v.answer_correct)
         n_expected = len(v.expected_steps)
         step_fracs.append(sum(v.step_correct[:n_expected]) / n_expected)
@@ -55,7 +55,7 @@ def arith_policy_metrics(backend: Backend, test_records: list[dict], seed: int, 
     prompts, truth = [], []
     for rec in greedy_recs:
         rng = random.Random(_seed(seed, rec["prompt_id"], "eval-self"))
-        p, completion = arith.self_eval_example(arith.parse_expression(rec["prompt"]), rng)
+        p, completion = arith.self_eval_example(arith.ArithTask.problem(rec), rng)
         prompts.append(p)
         truth.append(completion == "yes\n")
     p_yes = arith_p_true(backend, prompts)

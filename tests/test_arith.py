@@ -21,6 +21,7 @@ def test_generator_is_seeded_and_sliceable():
     ArithConfig(min_ops=1, max_ops=1, operand_max=9, operators="+"),
     ArithConfig(min_ops=4, max_ops=5, operators="+-*/"),
     ArithConfig(operators="-", allow_negative=True),
+    ArithConfig(min_ops=1, max_ops=4, operators="+-*/", wording="words"),
 ])
 def test_problems_respect_difficulty_and_every_step_is_exact(cfg):
     for p in arith.generate_problems(cfg, 1, "d", 0, 300):
@@ -46,6 +47,25 @@ def test_bad_config_is_a_clear_error():
         ArithConfig(min_ops=3, max_ops=2)
     with pytest.raises(ValueError, match="operators"):
         ArithConfig(operators="+^")
+    with pytest.raises(ValueError, match="wording"):
+        ArithConfig(wording="prose")
+
+
+def test_word_problems_parse_back_and_keep_the_canonical_solution():
+    p = arith.parse_expression("Q: (20-3-8)*4=?")
+    words = ArithProblem(p.first, p.ops, p.operands, "words")
+    assert words.prompt.startswith("Q: ") and "=?" not in words.prompt and words.prompt.endswith("have now?\n")
+    assert words.question.count("Then ") == 3 and "gives away 3." in words.question and "4 times as many" in words.question
+    assert words.solution == p.solution  # the same steps, whatever the wording
+    assert arith.parse_expression(words.prompt) == words == arith.parse_expression(words.question)
+    task = arith.ArithTask()
+    assert task.format_prompt(words.question) == words.prompt
+    assert task.verify(words.prompt, words.solution).answer_correct
+    # a sentence that is not one of the fixed forms is an error naming the sentence, not a wrong problem
+    with pytest.raises(ValueError, match="sentence 'Then Mia eats 3.'"):
+        arith.parse_expression("Mia has 20 apples. Then Mia eats 3. How many apples does Mia have now?")
+    with pytest.raises(ValueError, match="word problem"):
+        arith.parse_expression("Q: how many apples?")
 
 
 def test_canonical_solution_format():

@@ -98,6 +98,26 @@ def test_arith_prompts_are_byte_identical_with_one_or_two_workers(tmp_path):
     assert {r["split"] for r in recs} == {"train", "validation", "test"}
 
 
+def test_arith_word_problems_in_a_real_chat_template(tmp_path, smollm2):
+    """`arith.wording: words` on SmolLM2's chat template: the story is the user turn, and every stage
+    that reads the problem back from the record (verifier, critiques, MC labels) gets it exactly."""
+    from prefsynth.tasks import arith
+
+    params = _params(tmp_path, arith={"min_ops": 1, "max_ops": 2, "operand_max": 30, "operators": "+-", "wording": "words"},
+                     prompts={"n_prompts": 200}, prompting={"format": "chat", "tokenizer": smollm2})
+    out, metrics = _run(tmp_path, params)
+    assert metrics["accounting"]["balanced"] and metrics["prompt_format"] == "chat"
+    recs = read_records(str(out / "prompts"))
+    task = arith.ArithTask()
+    for rec in recs:
+        assert rec["question"].endswith("have now?") and "=?" not in rec["prompt"]
+        assert rec["messages"][-1]["content"].startswith(rec["question"] + "\n")
+        assert "<|im_start|>user\n" + rec["question"] in rec["prompt"]  # SmolLM2's template
+        problem = task.problem(rec)
+        assert problem.wording == "words" and str(problem.answer) == rec["reference_answer"]
+        assert task.verify_steps(rec, task.split_steps(rec["reference_solution"])).answer_correct
+
+
 def test_split_is_stable_when_the_prompt_set_grows(tmp_path):
     small, _ = _run(tmp_path, _params(tmp_path, prompts={"n_prompts": 300}), "small")
     big, _ = _run(tmp_path, _params(tmp_path, prompts={"n_prompts": 600}), "big")

@@ -35,7 +35,7 @@ def assign_split(prompt_id: str, seed: int, test_fraction: float, validation_fra
 
 def arith_record(problem: arith.ArithProblem, source: str, seed: int, test_fraction: float,
                  validation_fraction: float = 0.0) -> dict:
-    question = problem.expression
+    question = problem.question
     prompt_id = content_id(arith.NAME, question)
     return {
         "prompt_id": prompt_id,

@@ -17,6 +17,19 @@ STEP_RE = re.compile(r"^\s*(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)\s*$")
 ANSWER_RE = re.compile(r"^\s*A:\s*(-?\d+)\s*$")
 _TOKEN_RE = re.compile(r"\d+|[-+*/]")
 
+WORDINGS = ("symbols", "words")
+# `words`: the same problem told as a short story, one sentence per operation. The names and items
+# follow from the numbers (one wording per problem), and every sentence has one fixed form, so a
+# prompt parses back to its problem exactly.
+_NAMES = ("Mia", "Tom", "Ana", "Leo", "Sara", "Ben", "Ivy", "Sam")
+_ITEMS = ("apples", "stickers", "marbles", "coins", "books", "shells", "cards", "pencils")
+_WORD_OPS = {"+": "Then {name} gets {b} more.", "-": "Then {name} gives away {b}.",
+             "*": "Then {name} ends up with {b} times as many.", "/": "Then {name} keeps one of {b} equal shares."}
+_WORD_FIRST_RE = re.compile(r"^(?P<name>[A-Z][a-z]+) has (?P<n>\d+) (?P<item>[a-z]+)\.$")
+_WORD_OP_RES = {op: re.compile("^" + re.escape(form).replace(r"\{name\}", r"[A-Z][a-z]+").replace(r"\{b\}", r"(\d+)") + "$")
+                for op, form in _WORD_OPS.items()}
+_WORD_QUESTION_RE = re.compile(r"^How many [a-z]+ does [A-Z][a-z]+ have now\?$")
+
 
 # The self-evaluation question the tiny policy learns to answer with "yes" / "no".
 SELF_EVAL_SUFFIX = "OK? "
@@ -34,6 +47,7 @@ class ArithConfig:
     mul_max: int = 5  # largest operand of * and /
     operators: str = "+-*"  # the operator mix; repeat a symbol to weight it, add "/" for exact division
     allow_negative: bool = False  # allow intermediate results below zero
+    wording: str = "symbols"  # symbols: `Q: 7+5=?` | words: a one-sentence-per-operation story (pretrained models)
 
     def __post_init__(self):
         if not 1 <= self.min_ops <= self.max_ops:
@@ -43,6 +57,8 @@ class ArithConfig:
         bad = set(self.operators) - set("+-*/")
         if bad or not self.operators:
             raise ValueError(f"arith: operators must be drawn from '+-*/', got {self.operators!r}")
+        if self.wording not in WORDINGS:
+            raise ValueError(f"arith: wording must be one of {WORDINGS}, got {self.wording!r}")
         if set(self.operators) == {"/"}:
             raise ValueError("arith: '/' needs another operator beside it (not every value divides)")
 
@@ -52,6 +68,7 @@ class ArithProblem:
     first: int
     ops: tuple[str, ...]
     operands: tuple[int, ...]
+    wording: str = "symbols"  # how the question is told (ArithConfig.wording); the solution is the same
 
     @property
     def expression(self) -> str:
@@ -78,8 +95,19 @@ class ArithProblem:
         return self.steps[-1][3]
 
     @property
+    def question(self) -> str:
+        """What the prompt asks: the expression (`(20-3)*4`) or its story (wording `words`)."""
+        if self.wording == "symbols":
+            return self.expression
+        k = (self.first + sum(self.operands) + len(self.ops)) % len(_NAMES)
+        name, item = _NAMES[k], _ITEMS[(k + self.first) % len(_ITEMS)]
+        return " ".join([f"{name} has {self.first} {item}.",
+                         *(_WORD_OPS[op].format(name=name, b=b) for op, b in zip(self.ops, self.operands)),
+                         f"How many {item} does {name} have now?"])
+
+    @property
     def prompt(self) -> str:
-        return format_prompt(self.expression)
+        return format_prompt(self.question)
 
     @property
     def solution_steps(self) -> list[str]:
@@ -104,8 +132,10 @@ def apply_op(a: int, op: str, b: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
-def format_prompt(expression: str) -> str:
-    return f"Q: {expression}=?\n"
+def format_prompt(question: str) -> str:
+    """`Q: 7+5=?` for an expression, `Q: <story>` for a word problem."""
+    q = question.strip()
+    return f"Q: {q}\n" if any(ch.isalpha() for ch in q) else f"Q: {q}=?\n"
 
 
 def sample_problem(rng: random.Random, cfg: ArithConfig) -> ArithProblem:
@@ -131,7 +161,7 @@ def sample_problem(rng: random.Random, cfg: ArithConfig) -> ArithProblem:
         ops.append(op)
         operands.append(b)
         cur = apply_op(cur, op, b)
-    return ArithProblem(first, tuple(ops), tuple(operands))
+    return ArithProblem(first, tuple(ops), tuple(operands), cfg.wording)
 
 
 def generate_problems(cfg: ArithConfig, seed: int, stream: str, start: int, count: int) -> list[ArithProblem]:
@@ -144,10 +174,12 @@ def generate_problems(cfg: ArithConfig, seed: int, stream: str, start: int, coun
 
 
 def parse_expression(text: str) -> ArithProblem:
-    """Rebuild a problem from its expression or prompt (`Q: (20-3-8)*4=?`)."""
+    """Rebuild a problem from its question or prompt: `Q: (20-3-8)*4=?`, or a word problem."""
     body = text.strip()
     if body.startswith("Q:"):
         body = body[2:]
+    if any(ch.isalpha() for ch in body):
+        return _parse_words(text, body.strip())
     body = body.strip().removesuffix("=?").replace("(", "").replace(")", "").replace(" ", "")
     tokens = _TOKEN_RE.findall(body)
     if "".join(tokens) != body or len(tokens) < 3 or len(tokens) % 2 == 0:
@@ -158,3 +190,19 @@ def parse_expression(text: str) -> ArithProblem:
     if any(op not in "+-*/" for op in ops):
         raise ValueError(f"not an arith expression: {text!r}")
     return ArithProblem(first, ops, operands)
+
+
+def _parse_words(text: str, body: str) -> ArithProblem:
+    """The problem of a `words` question: its first sentence, one per operation, the question."""
+    sentences = re.findall(r"[^.?]+[.?]", body)
+    first = _WORD_FIRST_RE.match(sentences[0].strip()) if sentences else None
+    if not first or len(sentences) < 3 or not _WORD_QUESTION_RE.match(sentences[-1].strip()):
+        raise ValueError(f"not an arith word problem: {text!r}")
+    ops, operands = [], []
+    for sentence in sentences[1:-1]:
+        match = next(((op, m) for op, rx in _WORD_OP_RES.items() if (m := rx.match(sentence.strip()))), None)
+        if match is None:
+            raise ValueError(f"not an arith word problem: {text!r} (sentence {sentence.strip()!r})")
+        ops.append(match[0])
+        operands.append(int(match[1].group(1)))
+    return ArithProblem(int(first.group("n")), tuple(ops), tuple(operands), "words")
