@@ -195,6 +195,32 @@ def test_critic_stage_trains_a_loadable_tiny_critic(tmp_path):
     assert model.config.n_positions == 320
 
 
+def test_critic_warm_start_copies_the_policy_and_grows_its_tables(tmp_path):
+    import torch
+
+    from prefsynth.pipelines.critic import build_critic_tokenizer, warm_start
+    from prefsynth.tiny_policy import build_model, build_tokenizer
+
+    torch.manual_seed(0)
+    policy_tok = build_tokenizer()
+    policy = build_model(policy_tok, 1, 32, 2, 16)
+    policy.save_pretrained(tmp_path / "policy-0")
+    critic = build_model(build_critic_tokenizer(), 1, 32, 2, 40)
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+    info = warm_start(critic, str(tmp_path / "policy-0"))
+    assert info["tables_grown"] >= 2 and info["tensors_copied"] > 4
+    theirs, ours = policy.state_dict(), critic.state_dict()
+    n_vocab = len(policy_tok)
+    assert torch.equal(ours["transformer.h.0.attn.c_attn.weight"], theirs["transformer.h.0.attn.c_attn.weight"])
+    assert torch.equal(ours["transformer.wte.weight"][:n_vocab], theirs["transformer.wte.weight"])
+    assert torch.equal(ours["transformer.wpe.weight"][:16], theirs["transformer.wpe.weight"])
+    # the critic's own characters and its positions past the policy's keep their random init
+    assert torch.equal(ours["transformer.wte.weight"][n_vocab:], before["transformer.wte.weight"][n_vocab:])
+    assert torch.equal(ours["transformer.wpe.weight"][16:], before["transformer.wpe.weight"][16:])
+    with pytest.raises(ValueError, match="n_layer/n_embd/n_head"):
+        warm_start(build_model(build_critic_tokenizer(), 2, 32, 2, 40), str(tmp_path / "policy-0"))
+
+
 def test_training_examples_hold_out_by_prompt():
     from prefsynth.config import load_params
     from prefsynth.pipelines.critic import build_examples

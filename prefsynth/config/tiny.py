@@ -40,12 +40,15 @@ class BootstrapConfig(TinyModelConfig):
     eval_temperature: float = _f(0.8, "Sampling temperature of the contrast measurement.")
 
 
-@keys_in_order("enabled", "n_layer", "n_embd", "n_head", "n_positions", "max_steps", "batch_size", "learning_rate",
-               "warmup_steps", "weight_decay", "correct_fraction", "max_response_examples", "heldout_fraction",
-               "eval_examples", "torch_threads")
+@keys_in_order("enabled", "init_from", "n_layer", "n_embd", "n_head", "n_positions", "max_steps", "batch_size",
+               "learning_rate", "warmup_steps", "weight_decay", "correct_fraction", "max_response_examples",
+               "heldout_fraction", "eval_examples", "seed", "torch_threads")
 @dataclass
 class CriticConfig(TinyModelConfig):
     enabled: bool = _f(True, "Train the tiny critic (arith runs only; other runs skip the stage cleanly).")
+    init_from: str = _f("scratch", "scratch: random weights | policy: start from policy-0 (its blocks, the rows of the "
+                        "characters both share, its positions; the wider position table's rest random; needs "
+                        "policy-0's n_layer / n_embd / n_head).")
     n_positions: int = _f(320, "Tiny critic: context in characters (critic prompt + critique); longer examples are "
                           "skipped.")
     max_steps: int = _f(500, "Optimizer steps (budget by steps: the whole default dvc repro must stay short).")
@@ -55,3 +58,8 @@ class CriticConfig(TinyModelConfig):
                                            "(a seeded subset); null: all of the trained-on prompts'.")
     heldout_fraction: float = _f(0.1, "Share of train-split prompts (by hash) held out with every test prompt.")
     eval_examples: int = _f(600, "Held-out critiques generated to measure the critic (half responses, half planted).")
+    seed: int | None = _f(None, "Training seed; null: the global seed (the held-out split never moves with it).")
+
+    def __post_init__(self):
+        if self.init_from not in ("scratch", "policy"):
+            raise ValueError(f"critic.init_from must be 'scratch' or 'policy', got {self.init_from!r}")

@@ -151,20 +151,55 @@ def build_examples(params: Params, prompts: list[dict], responses: list[dict], t
     return {"prompt": train_p, "completion": train_c}, heldout, stats
 
 
-def train_critic(params: Params, examples: dict, out_dir: str) -> dict:
+def warm_start(model, policy_dir: str) -> dict:
+    """Copy policy-0's weights into the critic: every block, the token rows of the characters both
+    vocabularies share (the critic's alphabet starts with the policy's, in its order) and the
+    positions the policy has; the critic's extra characters and positions keep their random init."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    src = GPT2LMHeadModel.from_pretrained(policy_dir)
+    shape = lambda c: (c.n_layer, c.n_embd, c.n_head)  # noqa: E731
+    if shape(src.config) != shape(model.config):
+        raise ValueError(f"critic.init_from: policy needs the policy's n_layer/n_embd/n_head {shape(src.config)}, "
+                         f"the critic has {shape(model.config)} ({policy_dir})")
+    theirs, ours = src.state_dict(), model.state_dict()
+    copied = grown = 0
+    with torch.no_grad():
+        for name, value in theirs.items():
+            if name not in ours:
+                continue
+            if ours[name].shape == value.shape:
+                ours[name].copy_(value)
+                copied += 1
+            elif name in ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight") and \
+                    value.shape[1:] == ours[name].shape[1:] and value.shape[0] <= ours[name].shape[0]:
+                ours[name][: value.shape[0]].copy_(value)  # the shared rows; the rest stay random
+                grown += 1
+    model.load_state_dict(ours)
+    return {"init_from": "policy", "tensors_copied": copied, "tables_grown": grown}
+
+
+def train_critic(params: Params, examples: dict, out_dir: str, policy_dir: str | None = None) -> dict:
     import torch
     from transformers import set_seed
 
     from prefsynth.tiny_policy import build_model
 
     cfg = params.critic
+    seed = params.seed if cfg.seed is None else cfg.seed
     torch.set_num_threads(cfg.torch_threads)
-    set_seed(params.seed)
+    set_seed(seed)
     tokenizer = build_critic_tokenizer()
     model = build_model(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions)
+    init = {"init_from": "scratch"}
+    if cfg.init_from == "policy":
+        if not policy_dir:
+            raise ValueError("critic.init_from: policy needs --policy (models/policy-0)")
+        init = warm_start(model, policy_dir)
     data = tokenize_examples(examples, tokenizer, cfg.n_positions)
-    train_s, losses, _ = train_tiny_sft(model, tokenizer, data, cfg, params.seed, out_dir, stage="critic")
-    return {"train_seconds": round(train_s, 1), "train_steps": cfg.max_steps,
+    train_s, losses, _ = train_tiny_sft(model, tokenizer, data, cfg, seed, out_dir, stage="critic")
+    return {**init, "seed": seed, "train_seconds": round(train_s, 1), "train_steps": cfg.max_steps,
             "first_train_loss": round(float(losses[0]), 4) if losses else None,
             "final_train_loss": round(float(losses[-1]), 4) if losses else None,
             "n_params": sum(p.numel() for p in model.parameters())}
@@ -209,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = stage_parser("critic", __doc__)
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--responses", default="data/responses")
+    ap.add_argument("--policy", default="models/policy-0", help="policy-0, the weights critic.init_from: policy starts from")
     add_outputs(ap, out="models/critic", metrics="metrics/critic.json")
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -238,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    metrics = {**stats, **train_critic(params, examples, str(out))}
+    metrics = {**stats, **train_critic(params, examples, str(out), args.policy)}
 
     from prefsynth.backends.transformers_backend import TransformersBackend
 
