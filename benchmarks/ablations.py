@@ -162,6 +162,11 @@ def _fmt(x: dict | None, points: bool = False) -> str:
     return f"{m} ± {half:.1f}" if points else f"{m} ± {half:.3f}"
 
 
+def fmt_delta(x: dict | None) -> str:
+    """A delta in points with its interval, `*` when the interval excludes 0; '-' when there is none."""
+    return "-" if not x else _fmt(x, True) + ("*" if x["significant"] else " ")
+
+
 def table(summary: dict, split: str) -> str:
     lines = [f"{split} split ({METRIC}; mean ± 95% interval over seeds; Δ in points; * = interval excludes 0)",
              f"{'variant':<14}{'pairs':>7}{'steps':>7}{'policy-1':>18}{'Δ vs policy-0':>18}{'Δ vs default':>18}"]
@@ -169,10 +174,8 @@ def table(summary: dict, split: str) -> str:
         b = res.get(split)
         if not b:
             continue
-        d0, dd = b["delta_vs_policy_0"], b.get("vs_default")
         lines.append(f"{name:<14}{res['pairs'] or 0:>7}{res['steps'] or 0:>7}{_fmt(b['policy_1']):>18}"
-                     f"{_fmt(d0, True) + ('*' if d0['significant'] else ' '):>18}"
-                     f"{(_fmt(dd, True) + ('*' if dd['significant'] else ' ')) if dd else '-':>18}")
+                     f"{fmt_delta(b['delta_vs_policy_0']):>18}{fmt_delta(b.get('vs_default')):>18}")
     return "\n".join(lines)
 
 

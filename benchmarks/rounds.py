@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablations import METRIC, _fmt, apply_overrides, dvc, mean_ci, significant  # noqa: E402
+from ablations import METRIC, _fmt, apply_overrides, dvc, fmt_delta, mean_ci, significant  # noqa: E402
 
 
 def round_overrides(rounds: int, seed: int) -> list[str]:
@@ -95,13 +95,10 @@ def table(summary: dict, split: str) -> str:
     lines = [f"{split} split ({METRIC}; mean ± 95% interval over seeds; Δ in points; * = interval excludes 0)",
              f"{'round':<9}{'pairs':>8}{'policy-r':>18}{'Δ vs policy-0':>18}{'Δ vs round before':>20}"]
     for name, res in summary.items():
-        b = res.get(split)
-        if not b:
-            continue
-        d0, dp = b["vs_policy_0"], b.get("vs_previous")
-        lines.append(f"{name:<9}{res['pairs']:>8.0f}{_fmt(b['policy_r']):>18}"
-                     f"{_fmt(d0, True) + ('*' if d0['significant'] else ' '):>18}"
-                     f"{(_fmt(dp, True) + ('*' if dp['significant'] else ' ')) if dp else '-':>20}")
+        if split in res:
+            b = res[split]
+            lines.append(f"{name:<9}{res['pairs']:>8.0f}{_fmt(b['policy_r']):>18}"
+                         f"{fmt_delta(b['vs_policy_0']):>18}{fmt_delta(b.get('vs_previous')):>20}")
     return "\n".join(lines)
 
 

@@ -51,3 +51,26 @@ def test_overrides_and_equal_step_baselines():
     for name in ("rft", "sft_gold"):  # same budget as the default: its optimizer steps
         assert f"train.max_steps={ablations.SAME_STEPS}" in ablations.VARIANTS[name]
     assert {"default", "rft", "sft_gold", "plain_dpo"} <= set(ablations.VARIANTS)
+
+
+def test_rounds_gain_over_the_round_before_is_paired_by_seed():
+    spec = importlib.util.spec_from_file_location("rounds", ROOT / "benchmarks" / "rounds.py")
+    rounds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rounds)
+
+    def run(seed, accs):
+        return {"seed": seed, "seconds": 1.0,
+                "rounds": [{"round": r + 1, "pairs": 100, "steps": 2,
+                            "validation": {"policy_0": 0.40, "policy_r": a}, "test": {"policy_0": 0.40, "policy_r": a}}
+                           for r, a in enumerate(accs)]}
+    # round 2 adds 4 points on every seed (whatever the seed's level); round 3 adds nothing on average
+    runs = [run(1, [0.45, 0.49, 0.50]), run(2, [0.50, 0.54, 0.53]), run(3, [0.47, 0.51, 0.51])]
+    s = rounds.summarise(runs)
+    assert s["round-2"]["validation"]["vs_previous"]["mean"] == pytest.approx(0.04)
+    assert s["round-2"]["validation"]["vs_previous"]["significant"] is True
+    assert s["round-3"]["validation"]["vs_previous"]["significant"] is False
+    assert "vs_previous" not in s["round-1"]["validation"]
+    assert s["round-3"]["test"]["vs_policy_0"]["mean"] == pytest.approx(0.113, abs=1e-3)
+    chain = rounds.round_overrides(3, 7)
+    assert ablations.apply_overrides({}, chain)["iterations"] == {"1": {"from": 0}, "2": {"from": 1}, "3": {"from": 2}}
+    assert "+4.0 ± 0.0*" in rounds.table(s, "validation")
