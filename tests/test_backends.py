@@ -111,6 +111,27 @@ def test_score_is_the_sum_of_token_logprobs(backend):
     assert math.isclose(backend.score([prompt], [cont])[0], got[0], rel_tol=1e-4)
 
 
+def test_a_prompt_longer_than_the_context_gets_empty_length_completions(tmp_path):
+    """Not an IndexError that fails the whole batch (the round-3 MCTS crash): such a prompt gets
+    empty `length` completions as in the vLLM backend, its batch-mates the samples they get alone;
+    `score` names the item that does not fit, and `context_check` tells beforehand."""
+    from prefsynth.backends.base import context_check
+
+    short = TransformersBackend(tiny_random_policy(tmp_path / "p", n_positions=24), batch_size=64)
+    long_prompt = "Q: " + "1+" * 20 + "1=?\n"  # 47 characters: over the 24-position context
+    full = "Q: 12+34+56=?\n12+34=46\n\n"  # exactly 24: no room, stops at once
+    sp = SamplingParams(n=2, temperature=1.0, max_new_tokens=6)
+    out = short.generate([PROMPTS[0], long_prompt, full, PROMPTS[1]], sp, seeds=[1, 2, 3, 4])
+    assert [(c.text, c.n_tokens, c.finish_reason) for c in out[1]] == [("", 0, "length")] * 2
+    assert [(c.n_tokens, c.finish_reason) for c in out[2]] == [(0, "length")] * 2
+    alone = [short.generate([p], sp, seeds=[s])[0] for p, s in ((PROMPTS[0], 1), (PROMPTS[1], 4))]
+    assert _texts([out[0], out[3]]) == _texts(alone)
+    fits = context_check(short)
+    assert fits(full) and not fits(full + "y") and not fits(long_prompt)
+    with pytest.raises(ValueError, match="item 1 has 50 tokens; the context is 24"):
+        short.score([PROMPTS[0], long_prompt], ["A: 3", "yes"])
+
+
 def test_gumbel_noise_is_a_function_of_seed_step_token():
     seeds = torch.tensor([1, 2, 1], dtype=torch.int64)
     a = gumbel_noise(seeds, 0, 50)

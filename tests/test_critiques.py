@@ -272,3 +272,21 @@ def test_critiques_stage_accounts_and_sends_garbage_model_critiques_to_dead_lett
                              for d in dead_rows)
     assert all("Critique:" in d["raw_input"] and d["raw_output"] is not None for d in dead_rows)
     assert {d["record_id"] for d in dead_rows} <= {r["response_id"] for r in responses}
+
+
+def test_score_mode_verdicts_keep_a_critique_whose_verdict_would_not_fit(tmp_path):
+    """`critiques.verdict: score` scores every verdict option after the critic's reasoning; where the
+    longest option would run past the critic's context the critique is kept as generated (parsed
+    strictly later) instead of failing the batch in `score`."""
+    from prefsynth.backends.transformers_backend import TransformersBackend
+    from prefsynth.transforms.critiques import CRITIQUE_VERDICT, scored_verdicts
+
+    from helpers import tiny_random_policy
+
+    backend = TransformersBackend(tiny_random_policy(tmp_path / "c", n_positions=40), batch_size=8)
+    short_prompt, long_prompt = "Q: 1+2=?\n1. 1+2=3\n", "Q: 1+2+3+4=?\n1. 1+2=3\n2. 3+3=6\n3. 6+4=11\n"
+    texts = ["1+2 is 3.\nVerdict: correct\n", "ok.\nVerdict: step 3\n", None]
+    out = scored_verdicts(backend, [short_prompt, long_prompt, short_prompt], texts, [1, 3, 1])
+    assert out[0].startswith("1+2 is 3.\n" + CRITIQUE_VERDICT)  # scored: one of the allowed verdicts
+    assert out[0].split(CRITIQUE_VERDICT)[1].strip() in ("correct", "step 1", "step 2")
+    assert out[1] == texts[1] and out[2] is None  # did not fit: as generated; a failure passes through

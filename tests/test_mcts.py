@@ -93,6 +93,27 @@ def test_trees_do_not_depend_on_batch_size(backend):
             assert len(kids) <= cfg.breadth and len({k["step_text"] for k in kids}) == len(kids)
 
 
+def test_paths_that_outgrow_the_context_end_the_search_there_without_failing(tmp_path):
+    """The round-3 crash: a policy that writes long steps grows its paths past the tiny policy's
+    context; the expansion of such a leaf gets no completion (a childless terminal leaf) and its
+    self-evaluation question is not asked (P(True) 0.5), and every tree still comes back whole."""
+    short = TransformersBackend(tiny_random_policy(tmp_path / "short", n_positions=32, n_embd=32), batch_size=64)
+    cfg = MCTSConfig(iterations=6, breadth=2, max_depth=6, max_step_tokens=12)
+    trees = [new_tree(f"p{j}", p, str(arith.parse_expression(p).answer), "t") for j, p in enumerate(PROMPTS)]
+    search(trees, short, policy_p_true(short, "arith"), task_hooks("arith"), cfg, seed=3)
+    assert all(t.failure is None for t in trees)
+    deepest = max(len(t.prompt) + sum(len(n.step_text) + 1 for n in _path(node)) for t in trees for node in t.nodes())
+    assert deepest > 32  # some path did reach the end of the context
+    for t in trees:
+        assert t.root.visits == cfg.iterations
+
+
+def _path(node):
+    while node is not None and node.parent is not None:
+        yield node
+        node = node.parent
+
+
 def test_terminal_outcome_and_ground_truth_on_steps():
     hooks = task_hooks("arith")
     assert hooks.path_correct("Q: (20-3-8)*4=?\n", ["20-3=17", "17-8=9"]) is True

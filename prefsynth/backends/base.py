@@ -10,7 +10,7 @@ completions whatever batch it lands in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,16 @@ class GenerationFailure:
     error_type: str
     message: str
     raw_output: str | None = None
+
+
+def context_check(backend, margin_tokens: int = 0) -> Callable[[str], bool]:
+    """Whether a text (prompt + continuation, as `score` sees it) fits the backend's context with
+    `margin_tokens` to spare. Known for local models (their tokenizer and `max_positions`); a server
+    rejects what does not fit, and that failure is recorded instead, so there it is always True."""
+    tok, limit = getattr(backend, "tokenizer", None), getattr(backend, "max_positions", None)
+    if tok is None or not limit:
+        return lambda text: True
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"]) + margin_tokens <= limit
 
 
 class Backend(Protocol):

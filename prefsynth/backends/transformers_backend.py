@@ -89,7 +89,16 @@ class TransformersBackend:
         per_batch = max(1, self.batch_size // sampling.n)
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         out: list[list[Completion] | None] = [None] * len(prompts)
-        for width, chunk in self._chunks([len(x) for x in ids], per_batch):
+        # a prompt longer than the context gets empty "length" completions, as in the vLLM backend
+        # (its positions do not exist: the prefill would fail the whole batch); one that exactly
+        # fills it goes through and stops at once, as before
+        over = {i for i, x in enumerate(ids) if self.max_positions and len(x) > self.max_positions}
+        for i in over:
+            out[i] = [Completion(text="", token_ids=[], logprobs=[], finish_reason="length", self_certainty=None)
+                      for _ in range(sampling.n)]
+        fit = [i for i in range(len(ids)) if i not in over]
+        for width, chunk in self._chunks([len(ids[i]) for i in fit], per_batch):
+            chunk = [fit[j] for j in chunk]
             # CPU GEMM kernels pick a different path for 1-3 rows, which changes the last bits
             # of decode-step logits: pad tiny batches with a copy so every call has >= MIN_ROWS.
             pad = max(0, -(-self.MIN_ROWS // sampling.n) - len(chunk)) if self.batch_invariant else 0
@@ -268,10 +277,14 @@ class TransformersBackend:
 
         Prompt and continuation are tokenized together, as the model sees the joined text (see
         `continuation_token_span`): a token straddling the boundary (a BPE " A" after a prompt ending
-        in a space) belongs to the continuation. A continuation with no token raises ValueError.
+        in a space) belongs to the continuation. A continuation with no token, or an item longer
+        than the context, raises ValueError (`base.context_check` tells beforehand).
         """
         spans = scored_spans(self.tokenizer, prompts, continuations, add_special_tokens=False)
         seqs = [ids for ids, _ in spans]
+        for k, ids in enumerate(seqs):
+            if self.max_positions and len(ids) > self.max_positions:  # callers check with context_check
+                raise ValueError(f"score: item {k} has {len(ids)} tokens; the context is {self.max_positions}")
         out: list[float] = [0.0] * len(seqs)
         for width, chunk in self._chunks([len(s) for s in seqs], self.batch_size):
             ids, attn = self._left_pad([seqs[j] for j in chunk], width)

@@ -71,9 +71,12 @@ def verdict_options(n_steps: int) -> list[str]:
 def scored_verdicts(backend, prompts: Sequence[str], texts: Sequence[Any], n_steps: Sequence[int]) -> list[Any]:
     """`critiques.verdict: score`: the critic's own explanation, then its verdict chosen by log-prob
     among 'correct' / 'step 1' ... 'step n+1' after `Verdict: ` (a constrained choice, as the
-    judges' score mode): never unparseable, still the critic's decision. Failures pass through."""
+    judges' score mode): never unparseable, still the critic's decision. Failures pass through, and
+    so does a critique whose longest verdict would not fit the critic's context (parsed strictly)."""
+    from prefsynth.backends.base import context_check
     from prefsynth.transforms.judges import normalise
 
+    fits = context_check(backend)
     asks, where = [], []
     for i, (prompt, text, n) in enumerate(zip(prompts, texts, n_steps)):
         if not isinstance(text, str):
@@ -81,6 +84,8 @@ def scored_verdicts(backend, prompts: Sequence[str], texts: Sequence[Any], n_ste
         reason = text.split("Verdict", 1)[0].rstrip()
         context = f"{prompt}{reason}\n{CRITIQUE_VERDICT}"
         opts = verdict_options(n)
+        if not all(fits(context + o) for o in opts):
+            continue
         asks += [(context, o) for o in opts]
         where.append((i, reason, opts))
     scores = backend.score([c for c, _ in asks], [o for _, o in asks]) if asks else []

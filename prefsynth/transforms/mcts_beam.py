@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
 
+from prefsynth.backends.base import context_check
 from prefsynth.config import PolicyConfig
 from prefsynth.tasks import get_task
 from prefsynth.transforms.batching import NAMESPACE, DeterministicBatches
@@ -42,6 +43,7 @@ def policy_p_true(backend, task_name: str):
 
     task = get_task(task_name)
     native = task.self_eval()
+    fits = context_check(backend)
 
     def p_true(prompts: Sequence[str], steps: Sequence[list[str]]) -> list[float]:
         out = [0.5] * len(prompts)
@@ -54,6 +56,12 @@ def policy_p_true(backend, task_name: str):
             yes_opt, no_opt = " Yes", " No"
             ctx = [prompts[i] + "".join(x + task.step_delimiter for x in steps[i]) + "Is the last step correct?"
                    for i in idx]
+        # a path whose question does not fit the context (a long path of a policy that rambles)
+        # gets no self-evaluation: P(True) 0.5, a reward of 0, like an answer step before its outcome
+        keep = [j for j, c in enumerate(ctx) if fits(c + yes_opt) and fits(c + no_opt)]
+        if len(keep) < len(ctx):
+            beam.metrics.Metrics.counter(NAMESPACE, "p_true_context_full").inc(len(ctx) - len(keep))
+            idx, ctx = [idx[j] for j in keep], [ctx[j] for j in keep]
         if ctx:
             yes, no = backend.score(ctx, [yes_opt] * len(ctx)), backend.score(ctx, [no_opt] * len(ctx))
             probs = [1 / (1 + math.exp(max(min(n - y, 700), -700))) for y, n in zip(yes, no)]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from prefsynth.backends.base import SamplingParams
+from prefsynth.backends.base import context_check as backend_context_check
 from prefsynth.ids import content_id
 from prefsynth.transforms.judges.parsing import RESULT_TAG
 
@@ -40,12 +41,8 @@ def choice_probs(backend, prompts: Sequence[str], options: Sequence[str]) -> lis
 
 
 def context_check(backend, margin_tokens: int = 8) -> Callable[[str], bool]:
-    """Whether a judge prompt fits the backend's context (known for local models; a server
-    rejects what does not fit, and that failure is recorded instead)."""
-    tok, limit = getattr(backend, "tokenizer", None), getattr(backend, "max_positions", None)
-    if tok is None or not limit:
-        return lambda text: True
-    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"]) + margin_tokens <= limit
+    """Whether a judge prompt fits the backend's context, with room for the judge's answer."""
+    return backend_context_check(backend, margin_tokens)
 
 
 # ---- targets and rows ---------------------------------------------------------------------------
