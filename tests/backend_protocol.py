@@ -11,7 +11,7 @@ import math
 import time
 import traceback
 
-from prefsynth.backends.base import SamplingParams
+from prefsynth.backends.base import SamplingParams, context_check
 
 PROMPTS = ["Q: 3+4=?\nA: 7\nQ: 5+2=?\nA:", "Once upon a time", "The capital of France is", "1, 2, 3, 4,"]
 SCORE_PROMPTS = ["Is 2+2=4 correct? Answer yes or no.\nAnswer: ", "Is 2+2=5 correct? Answer yes or no.\nAnswer:",
@@ -139,6 +139,15 @@ def check_context_overflow(b, ref):
                for c in out[0]), [(c.n_tokens, c.finish_reason) for c in out[0]]
     assert all(c.n_tokens == 0 and c.finish_reason == "length" for c in out[2]), [c.n_tokens for c in out[2]]
     assert all(c.n_tokens > 0 for c in out[1])
+    # score: an item past the context is a ValueError naming it, and context_check says so first
+    fits = context_check(b)
+    assert fits(near) and not fits(full)
+    try:
+        b.score([near, full], [" and", " and"])
+    except ValueError as err:
+        assert "item 1" in str(err) and "context" in str(err), err
+    else:
+        raise AssertionError("score of an item longer than the context did not raise")
 
 
 def check_a_large_seeded_batch(b, ref):

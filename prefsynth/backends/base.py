@@ -68,7 +68,9 @@ def context_check(backend, margin_tokens: int = 0) -> Callable[[str], bool]:
     tok, limit = getattr(backend, "tokenizer", None), getattr(backend, "max_positions", None)
     if tok is None or not limit:
         return lambda text: True
-    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"]) + margin_tokens <= limit
+    # vLLM scores by generating one token after the text: it needs one position more
+    margin = margin_tokens + getattr(backend, "score_reserve", 0)
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"]) + margin <= limit
 
 
 class Backend(Protocol):

@@ -113,6 +113,7 @@ class VLLMBackend:
         self.top_logprobs = top_logprobs
         self.vocab_size = len(self.tokenizer)
         self.max_positions = self.llm.llm_engine.model_config.max_model_len
+        self.score_reserve = 1  # score generates one token after the text (base.context_check)
 
     def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
         return [list(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
