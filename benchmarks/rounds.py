@@ -16,7 +16,8 @@ over seeds with a 95% t-interval; `*` = the interval excludes 0.
     python benchmarks/rounds.py --summarise benchmarks/out/rounds.json
 
 Run from the repository root after a `dvc repro` (round 1's shared stages come from the cache).
-Results also go to benchmarks/out/rounds.json.
+Results also go to benchmarks/out/rounds.json, and the per-round accuracy to rounds.csv beside it
+(`dvc plots show` draws the committed one, benchmarks/results/rounds-3x3.csv).
 """
 
 from __future__ import annotations
@@ -102,6 +103,27 @@ def table(summary: dict, split: str) -> str:
     return "\n".join(lines)
 
 
+def accuracy_csv(runs: list[dict]) -> str:
+    """Greedy accuracy per round (0 = policy-0), mean over seeds with its 95% interval, one column pair
+    per split: the file `dvc plots show` draws (dvc.yaml top-level `plots`)."""
+    summary = summarise(runs)
+    cols = ["round", "validation", "validation_low", "validation_high", "test", "test_low", "test_high"]
+    lines = [",".join(cols)]
+    first = runs[0]["rounds"][0]
+    rows = [(0, {sp: mean_ci([r["rounds"][0][sp]["policy_0"] for r in runs if sp in r["rounds"][0]])
+                 for sp in ("validation", "test") if sp in first})]
+    rows += [(int(name.split("-")[1]), {sp: res[sp]["policy_r"] for sp in ("validation", "test") if sp in res})
+             for name, res in summary.items()]
+    for r, blocks in rows:
+        cells = [str(r)]
+        for sp in ("validation", "test"):
+            b = blocks.get(sp)
+            lo, hi = (b["ci95"] if b and b["ci95"] else (None, None))
+            cells += ["" if not b else f"{b['mean']:.4f}", "" if lo is None else f"{lo:.4f}", "" if hi is None else f"{hi:.4f}"]
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
 def print_tables(runs: list[dict]) -> None:
     summary = summarise(runs)
     for split in ("validation", "test"):
@@ -118,10 +140,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="params overrides for every round, e.g. train.learning_rate=3e-4")
     ap.add_argument("--project", default=".", help="the DVC project to run in (default: here)")
     ap.add_argument("--out", default="benchmarks/out/rounds.json")
-    ap.add_argument("--summarise", metavar="FILE", help="only print the tables of a saved run")
+    ap.add_argument("--summarise", metavar="FILE", help="only print the tables of a saved run (and write its CSV "
+                    "beside it with --csv)")
+    ap.add_argument("--csv", metavar="FILE", help="with --summarise: write the per-round accuracy CSV here")
     args = ap.parse_args(argv)
     if args.summarise:
-        print_tables(json.loads(Path(args.summarise).read_text())["runs"])
+        runs = json.loads(Path(args.summarise).read_text())["runs"]
+        print_tables(runs)
+        if args.csv:
+            Path(args.csv).write_text(accuracy_csv(runs))
         return
     project = Path(args.project).resolve()
     out = Path(args.out)
@@ -134,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         # kept after every seed: an interrupted run leaves what it measured
         out.write_text(json.dumps({"rounds": args.rounds, "overrides": args.set, "runs": runs,
                                    "wall_s": round(time.perf_counter() - t0), "summary": summarise(runs)}, indent=2))
+        out.with_suffix(".csv").write_text(accuracy_csv(runs))
     print()
     print_tables(runs)
     print(f"wall time {round(time.perf_counter() - t0)} s for {args.rounds} rounds x {args.seeds} seeds")

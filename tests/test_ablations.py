@@ -74,3 +74,6 @@ def test_rounds_gain_over_the_round_before_is_paired_by_seed():
     chain = rounds.round_overrides(3, 7)
     assert ablations.apply_overrides({}, chain)["iterations"] == {"1": {"from": 0}, "2": {"from": 1}, "3": {"from": 2}}
     assert "+4.0 ± 0.0*" in rounds.table(s, "validation")
+    csv = rounds.accuracy_csv(runs).splitlines()
+    assert csv[0].startswith("round,validation,validation_low") and len(csv) == 5
+    assert csv[1].startswith("0,0.4000,") and csv[3].startswith("2,0.5133,")
