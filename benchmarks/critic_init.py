@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablations import apply_overrides, mean_ci, significant  # noqa: E402
+from ablations import _fmt, apply_overrides, fmt_delta, mean_ci, significant  # noqa: E402
 
 KEYS = {"located_truly_wrong": ("truly_wrong", "located_accuracy"),
         "located_truly_right": ("truly_correct", "located_accuracy"),
@@ -76,12 +76,6 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def _fmt(x: dict) -> str:
-    if x["ci95"] is None:
-        return f"{x['mean']:.3f}"
-    return f"{x['mean']:.3f} ± {(x['ci95'][1] - x['ci95'][0]) / 2:.3f}"
-
-
 def print_table(summary: dict) -> None:
     for split in ("all", "responses"):
         n = next(iter(summary.values()))[split]["n_truly_wrong"]
@@ -89,11 +83,8 @@ def print_table(summary: dict) -> None:
         print(f"{'variant':<18}{'located, wrong':>18}{'located, right':>18}{'verdict, wrong':>18}{'Δ wrong vs scratch':>22}")
         for name, res in summary.items():
             b = res[split]
-            d = b.get("located_truly_wrong_vs_scratch")
-            dd = "-" if not d else (f"{100 * d['mean']:+.1f}" + (f" ± {50 * (d['ci95'][1] - d['ci95'][0]):.1f}"
-                                                                  if d["ci95"] else "") + ("*" if d["significant"] else ""))
             print(f"{name:<18}{_fmt(b['located_truly_wrong']):>18}{_fmt(b['located_truly_right']):>18}"
-                  f"{_fmt(b['verdict_truly_wrong']):>18}{dd:>22}")
+                  f"{_fmt(b['verdict_truly_wrong']):>18}{fmt_delta(b.get('located_truly_wrong_vs_scratch')):>22}")
         print()
 
 
