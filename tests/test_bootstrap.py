@@ -46,3 +46,24 @@ def arith_sampling():
     from prefsynth.backends import SamplingParams
 
     return SamplingParams(n=1, temperature=0.0, max_new_tokens=32)
+
+
+def test_bootstrap_seed_moves_the_weights_and_null_is_the_global_seed(tmp_path):
+    """bootstrap.seed (the capacity curve's seeds) moves policy-0's initial weights and batch order;
+    null and the global seed's own value train the same bytes."""
+    from safetensors.torch import load_file
+
+    from prefsynth.config import load_params
+
+    def weights(seed):
+        params = load_params(None, overrides={"seed": 5, "bootstrap": {
+            "n_layer": 1, "n_embd": 16, "n_head": 1, "max_steps": 3, "batch_size": 4, "warmup_steps": 1,
+            "seed": seed}})
+        out = tmp_path / f"policy-{seed}"
+        m = bootstrap.train_tiny_policy(params, set(), str(out))
+        assert m["seed"] == (5 if seed is None else seed)
+        return load_file(str(out / "model.safetensors"))
+
+    base, same, other = weights(None), weights(5), weights(6)
+    assert all(base[k].equal(same[k]) for k in base)
+    assert any(not base[k].equal(other[k]) for k in base)

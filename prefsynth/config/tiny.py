@@ -27,7 +27,7 @@ class TinyModelConfig:
 
 @keys_in_order("model", "n_layer", "n_embd", "n_head", "n_positions", "dropout", "max_steps", "batch_size",
                "learning_rate", "warmup_steps", "weight_decay", "self_eval_fraction", "eval_prompts", "eval_samples",
-               "eval_sample_prompts", "eval_temperature", "torch_threads")
+               "eval_sample_prompts", "eval_temperature", "seed", "torch_threads")
 @dataclass
 class BootstrapConfig(TinyModelConfig):
     model: str | None = _f(None, "A real policy (local path or Hub id): skip training and record it. "
@@ -38,6 +38,8 @@ class BootstrapConfig(TinyModelConfig):
     eval_samples: int = _f(8, "Samples per prompt to measure contrast (prompts with right and wrong samples).")
     eval_sample_prompts: int = _f(200, "Validation prompts used for the sampled contrast measurement.")
     eval_temperature: float = _f(0.8, "Sampling temperature of the contrast measurement.")
+    seed: int | None = _f(None, "Training seed (initial weights, batch order); null: the global seed. The "
+                          "training problems and the splits stay those of the global seed.")
 
 
 @keys_in_order("enabled", "init_from", "n_layer", "n_embd", "n_head", "n_positions", "max_steps", "batch_size",

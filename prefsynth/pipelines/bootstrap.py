@@ -137,7 +137,8 @@ def train_tiny_policy(params: Params, exclude: set[str], out_dir: str) -> dict:
 
     cfg = params.bootstrap
     torch.set_num_threads(cfg.torch_threads)
-    set_seed(params.seed)
+    seed = params.seed if cfg.seed is None else cfg.seed
+    set_seed(seed)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.dropout)
     n_examples = cfg.max_steps * cfg.batch_size
@@ -146,8 +147,9 @@ def train_tiny_policy(params: Params, exclude: set[str], out_dir: str) -> dict:
     log.info("[bootstrap] %d SFT examples built in %.1fs; training %d steps of %d on %d params",
              len(data), time.perf_counter() - start, cfg.max_steps, cfg.batch_size,
              sum(p.numel() for p in model.parameters()))
-    train_s, losses, avg_loss = train_tiny_sft(model, tokenizer, data, cfg, params.seed, out_dir)
+    train_s, losses, avg_loss = train_tiny_sft(model, tokenizer, data, cfg, seed, out_dir)
     return {
+        "seed": seed,
         "train_seconds": round(train_s, 1),
         "train_steps": cfg.max_steps,
         "train_examples": len(data),
