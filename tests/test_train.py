@@ -251,3 +251,20 @@ def test_sft_baselines_train_on_their_source(tmp_path, source):
     rec, prob = prompts[0], problems[0]
     b0, b1 = TransformersBackend(policy0, device="cpu"), TransformersBackend(str(tmp_path / "p1"), device="cpu")
     assert b1.score([rec["prompt"]], [prob.solution])[0] > b0.score([rec["prompt"]], [prob.solution])[0]
+
+
+def test_lora_sets_fan_in_fan_out_only_for_conv1d_models():
+    """GPT-2's Conv1D weights are transposed (fan_in_fan_out); a Linear model (Llama / SmolLM2) must
+    not get the flag, which peft would override with a warning."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from prefsynth.config import load_params
+    from prefsynth.pipelines.train import _peft_config
+
+    cfg = load_params(None, overrides={"train": {"lora": True}}).train
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32, n_positions=16))
+    llama = LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32,
+                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=32))
+    assert _peft_config(cfg, gpt2).fan_in_fan_out is True
+    assert _peft_config(cfg, llama).fan_in_fan_out is False
+    assert _peft_config(load_params(None).train, llama) is None

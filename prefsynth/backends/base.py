@@ -50,6 +50,14 @@ class Completion:
         return self.sum_logprob / len(self.logprobs) if self.logprobs else None
 
 
+def no_room_completions(n: int, top_logprobs: int = 0) -> list[Completion]:
+    """The `n` completions of a prompt the context has no room for: empty, finish_reason "length"
+    (what every backend returns instead of failing the batch; with top log-probs asked for, an
+    empty list of them, as a generated completion would carry)."""
+    return [Completion(text="", token_ids=[], logprobs=[], finish_reason="length",
+                       extra={"top_logprobs": []} if top_logprobs else {}) for _ in range(n)]
+
+
 @dataclass
 class GenerationFailure:
     """A request that failed after every retry (goes to dead letters, never becomes a None label).

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from prefsynth.backends.base import Completion, SamplingParams
+from prefsynth.backends.base import Completion, SamplingParams, no_room_completions
 from prefsynth.backends.noise import gumbel_from_bits, noise_bits, row_keys, sample_seed
 from prefsynth.backends.spans import scored_spans
 
@@ -94,8 +94,7 @@ class TransformersBackend:
         # fills it goes through and stops at once, as before
         over = {i for i, x in enumerate(ids) if self.max_positions and len(x) > self.max_positions}
         for i in over:
-            out[i] = [Completion(text="", token_ids=[], logprobs=[], finish_reason="length", self_certainty=None)
-                      for _ in range(sampling.n)]
+            out[i] = no_room_completions(sampling.n, top_logprobs)
         fit = [i for i in range(len(ids)) if i not in over]
         for width, chunk in self._chunks([len(ids[i]) for i in fit], per_batch):
             chunk = [fit[j] for j in chunk]

