@@ -239,3 +239,66 @@ def test_served_judge_labels_a_batch_end_to_end_through_the_label_stage(tmp_path
     assert {x["message"].split("]")[0] for x in unparseable} == {"[pointwise", "[pairwise", "[tick"}
     assert acc["dead"] == {"judge_unparseable": 7}
     assert m["quality"]["p_true"]["response"]["n"] == 8 and "self_judge_overconfidence" not in m["quality"]["p_true"]["response"]
+
+
+# ---- step confidence ----------------------------------------------------------------------------
+
+class ArithScorer:
+    """A judge that knows arithmetic: a step continuing its context correctly gets log-prob -0.1 a
+    character, a wrong one -3 a character (what a policy that computes would give its own slips)."""
+
+    name = "arith-scorer"
+    tokenizer = None  # tokens are counted as characters
+
+    def score(self, prompts, continuations):
+        from helpers import arith_prefix
+
+        out = []
+        for p, c in zip(prompts, continuations):
+            problem, done, cur = arith_prefix(p)
+            ops = list(zip(problem.ops, problem.operands))
+            right = (f"{cur}{ops[len(done)][0]}{ops[len(done)][1]}={arith.apply_op(cur, *ops[len(done)])}"
+                     if len(done) < len(ops) else f"A: {cur}")
+            out.append((-0.1 if c == right else -3.0) * len(c))
+        return out
+
+
+def test_step_confidence_never_shows_the_step_and_labels_no_error_so_far():
+    t = J.Target("r1", "p1", "arith", "1+2*3-4", "1+2=3\n3*3=8\n8-4=4\nA: 4\n", ["1+2=3", "3*3=8", "8-4=4", "A: 4"],
+                 "5", prompt="Q: 1+2*3-4=?\n")
+    # each step is scored as the continuation of the policy's prompt + the response before it
+    assert J.step_spans(t) == [("Q: 1+2*3-4=?\n", "1+2=3"), ("Q: 1+2*3-4=?\n1+2=3\n", "3*3=8"),
+                               ("Q: 1+2*3-4=?\n1+2=3\n3*3=8\n", "8-4=4"),
+                               ("Q: 1+2*3-4=?\n1+2=3\n3*3=8\n8-4=4\n", "A: 4")]
+    res = J.judge_step_confidence([t], ArithScorer())
+    assert not res.failures
+    steps = {r["step_index"]: r for r in res.rows if r["target_kind"] == "step"}
+    # step 0 right (p = e^-0.1); step 1 is the slip (e^-3); steps 2-3 continue correctly from the wrong
+    # value but stay at the prefix's minimum: "no error so far", the verifier's step label
+    assert steps[0]["score"] == pytest.approx(math.exp(-0.1)) and steps[0]["label"] == "correct"
+    for i in (1, 2, 3):
+        assert steps[i]["score"] == pytest.approx(math.exp(-3.0)) and steps[i]["label"] == "incorrect"
+    assert "step 1" in steps[3]["rationale"]
+    (resp,) = [r for r in res.rows if r["target_kind"] == "response"]
+    assert resp["labeler"] == "step_confidence" and resp["score"] == pytest.approx(math.exp(-3.0))
+
+
+def test_step_confidence_on_a_real_backend_is_the_mean_token_probability(tiny_backend):
+    t = J.Target("r1", "p1", "arith", "1+2*3", "1+2=3\n3*3=9\nA: 9\n", ["1+2=3", "3*3=9", "A: 9"], "9",
+                 prompt="Q: 1+2*3=?\n")
+    res = J.judge_step_confidence([t], tiny_backend)
+    line = [math.exp(lp / len(s)) for (c, s), lp in
+            zip(J.step_spans(t), tiny_backend.score([c for c, _ in J.step_spans(t)], t.steps))]  # char tokenizer
+    got = sorted((r["step_index"], r["score"]) for r in res.rows if r["target_kind"] == "step")
+    assert [s for _, s in got] == pytest.approx([min(line[:i + 1]) for i in range(3)])
+
+
+def test_step_confidence_failures_are_named_not_labels(tmp_path):
+    short = TransformersBackend(tiny_random_policy(tmp_path / "p", n_positions=24), device="cpu")
+    long = J.Target("r1", "p1", "arith", "q", "1+2=3\n3*3=9\n9*2=18\nA: 18\n", ["1+2=3", "3*3=9", "9*2=18", "A: 18"],
+                    "18", prompt="Q: 1+2*3*2=?\n")
+    empty = J.Target("r2", "p1", "arith", "q", "", [], "18", prompt="Q: 1+2*3*2=?\n")
+    res = J.judge_step_confidence([long, empty], short)
+    assert not res.rows
+    assert sorted((f.record_id, f.error_type) for f in res.failures) == [("r1", "judge_context_overflow"),
+                                                                        ("r2", "judge_no_steps")]

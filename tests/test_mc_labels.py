@@ -185,9 +185,12 @@ def test_label_stage_on_the_embedded_world(tmp_path):
     label.main([*c, "--prompts", str(tmp_path / "prompts"), "--responses", str(tmp_path / "resp"), "--policy", policy,
                 "--out", str(tmp_path / "labels"), "--dead", str(tmp_path / "ld"), "--metrics", str(tmp_path / "m.json")])
     m = json.loads((tmp_path / "m.json").read_text())
-    # every response is verified; each also gets a P(True) judgement (a second unit of the ledger)
+    # every response is verified; each also gets a P(True) and a step-confidence judgement (two more
+    # units of the ledger each)
     assert m["accounting"]["counters"]["judge_items.p_true"] == 12
-    assert m["accounting"]["n_in"] == 12 + 12 and m["accounting"]["balanced"]
+    assert m["accounting"]["counters"]["judge_items.step_confidence"] == 12
+    assert m["accounting"]["n_in"] == 12 + 12 + 12 and m["accounting"]["balanced"]
+    assert m["labels_by_labeler"]["step_confidence"] + m["accounting"]["n_dead"] >= 12
     assert m["quality"]["p_true"]["response"]["n"] == 12 and m["labels_by_labeler"]["p_true"] >= 12
     assert m["labels_by_labeler"]["verifier_arith"] >= 12
     assert sum(m["mc_first_error"][k]["responses"] for k in m["mc_first_error"]) <= 2 * 10  # rollouts: first 10

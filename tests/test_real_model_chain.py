@@ -29,8 +29,8 @@ SMALL = {
              "search": {"iterations": 4, "breadth": 2, "max_depth": 4, "max_step_tokens": 40}},
     "label": {"mc_max_responses": 2, "responses_per_batch": 4, "methods": ["binary"],
               "mc": {"rollouts": 2, "max_new_tokens": 48},
-              "judge": {"p_true_max_responses": 8, "pointwise_max_responses": 4, "pairwise_max_pairs": 4,
-                        "tick_max_prompts": 1, "tick_max_questions": 3, "max_new_tokens": 48,
+              "judge": {"p_true_max_responses": 8, "step_confidence_max_responses": 8, "pointwise_max_responses": 4,
+                        "pairwise_max_pairs": 4, "tick_max_prompts": 1, "tick_max_questions": 3, "max_new_tokens": 48,
                         "items_per_batch": 16}},
     "critiques": {"model_max_responses": 4, "max_new_tokens": 64},
     "pairs": {"upo": {"passes": 2, "head_steps": 20, "max_length": 256}},
@@ -97,8 +97,19 @@ def check_chain(project: Path, smollm2: str) -> None:
     by_labeler: dict = {}
     for row in labels:
         by_labeler.setdefault(row["labeler"], []).append(row)
-    for name in ("verifier_gsm8k", "p_true", "judge_pointwise", "judge_pairwise", "judge_tick", "mc_binary"):
+    for name in ("verifier_gsm8k", "p_true", "step_confidence", "judge_pointwise", "judge_pairwise", "judge_tick",
+                 "mc_binary"):
         assert by_labeler.get(name), (name, sorted(by_labeler))
+    # step confidence on SmolLM2's BPE steps after its chat-template prompt: a probability per step, the
+    # running minimum never rising along a response, the response label that minimum
+    conf: dict = {}
+    for r in by_labeler["step_confidence"]:
+        conf.setdefault(r["target_id"], {})[r["step_index"]] = r["score"]
+    assert len({round(s, 6) for c in conf.values() for s in c.values()}) > 1
+    for c in conf.values():
+        steps = [c[i] for i in sorted(k for k in c if k is not None)]
+        assert all(0.0 < s <= 1.0 for s in steps) and steps == sorted(steps, reverse=True)
+        assert c[None] == pytest.approx(steps[-1])
     pair_rows = by_labeler["judge_pairwise"]
     p_a = [r["score"] for r in pair_rows]
     assert all(0.0 < p < 1.0 for p in p_a) and len({round(p, 6) for p in p_a}) > 1, p_a

@@ -22,6 +22,8 @@ class JudgeConfig:
                                   "tick_answer); null: shipped ones.")
     p_true_max_responses: int | None = _f(2000, "P(True) for the first N responses by id; null: all.")
     p_true_steps: bool = _f(True, "P(True) of every step prefix too, not only of the whole response.")
+    step_confidence_max_responses: int | None = _f(2000, "Step confidence for the first N responses by id; null: "
+                                                   "all.")
     pointwise_max_responses: int | None = _f(64, "Likert judgements for the first N responses by id; null: all.")
     pairwise_max_pairs: int | None = _f(32, "A/B judgements (each in both orders) for N pairs (smallest pair ids); "
                                         "null: all.")
@@ -45,8 +47,9 @@ class LabelConfig:
     num_shards: int = _f(2, "Parquet files written for data/labels.")
     mc: MCLabelConfig = field(default_factory=MCLabelConfig,
                               metadata={"help": "Monte-Carlo rollout settings (transforms/mc_labels.py)."})
-    judges: list = _f(["p_true"], "LLM judges to run: p_true (self-evaluation P(yes), responses and steps), "
-                      "pointwise (Likert 1-5), pairwise (A vs B, both orders), tick (checklists).")
+    judges: list = _f(["p_true", "step_confidence"], "LLM judges to run: p_true (self-evaluation P(yes), responses "
+                      "and steps), step_confidence (the judge model's probability of each step, never shown it: "
+                      "'no error so far' step labels), pointwise (Likert 1-5), pairwise (A vs B, both orders), tick (checklists).")
     judge: JudgeConfig = field(default_factory=JudgeConfig,
                                metadata={"help": "Which model judges, how, with which templates, on how many targets."})
 
@@ -54,6 +57,7 @@ class LabelConfig:
         bad = sorted(set(self.methods) - {"binary", "every", "forward"})
         if bad:
             raise ValueError(f"label.methods: unknown MC method(s) {bad}; known: binary, every, forward")
-        unknown = sorted(set(self.judges) - {"p_true", "pointwise", "pairwise", "tick"})
+        unknown = sorted(set(self.judges) - {"p_true", "step_confidence", "pointwise", "pairwise", "tick"})
         if unknown:
-            raise ValueError(f"label.judges: unknown judge(s) {unknown}; known: p_true, pointwise, pairwise, tick")
+            raise ValueError(f"label.judges: unknown judge(s) {unknown}; known: p_true, step_confidence, pointwise, "
+                             "pairwise, tick")

@@ -10,7 +10,7 @@ from prefsynth.config.fields import option as _f
 @dataclass
 class UPOConfig:
     enabled: bool = _f(True, "Run UPO pruning (false: candidates pass through with no uncertainty columns).")
-    sources: list = _f(["self_consistency", "self_certainty", "p_true", "judge", "mcts_q"],
+    sources: list = _f(["self_consistency", "self_certainty", "p_true", "step_confidence", "judge", "mcts_q"],
                        "Label-source prefixes whose pairs UPO prunes; other sources (verifiers) pass through scored.")
     trusted_sources: list = _f(["verifier"], "Label-source prefixes of the trusted pairs the estimator trains on.")
     trusted_fraction: float = _f(0.3, "Share of prompts (hash split) whose trusted pairs train the estimator; "

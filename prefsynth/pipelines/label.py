@@ -75,6 +75,8 @@ def judge_items(grouped, joined, params: Params):
 
     if "p_true" in names:
         outs.append(per_response("p_true", cfg.p_true_max_responses, "PTrue"))
+    if "step_confidence" in names:
+        outs.append(per_response("step_confidence", cfg.step_confidence_max_responses, "StepConfidence"))
     if "pointwise" in names:
         outs.append(per_response("pointwise", cfg.pointwise_max_responses, "Pointwise"))
     if "tick" in names:

@@ -115,7 +115,7 @@ class JudgeBatch(BatchProgress):
     """The label stage's judge batch function (run by `BackendModelHandler`): batches of judge work
     items in, (label rows, failures) per item out.
 
-    An item is {"id", "judge", "target"} (p_true, pointwise, tick) or {"id", "judge", "pair"}
+    An item is {"id", "judge", "target"} (p_true, step_confidence, pointwise, tick) or {"id", "judge", "pair"}
     (pairwise); items of several judges may share a batch and are grouped by judge here. When the
     judge is the policy itself, its backend is the one the MC rollouts of the same worker use.
     """
@@ -157,6 +157,8 @@ class JudgeBatch(BatchProgress):
         for name, items in sorted(by_judge.items()):
             if name == "p_true":
                 r = J.judge_p_true([i["target"] for i in items], backend, templates, cfg.p_true_steps)
+            elif name == "step_confidence":
+                r = J.judge_step_confidence([i["target"] for i in items], backend)
             elif name == "pointwise":
                 r = J.judge_pointwise([i["target"] for i in items], backend, templates, cfg.mode, self.seed,
                                       cfg.max_new_tokens)

@@ -89,6 +89,9 @@ def quality_metrics(labels: list[dict], self_judge: bool, step_local: dict | Non
     """
     from prefsynth.step_local import TRUTHS
     from prefsynth.transforms.judges.p_true import QUESTIONS as P_TRUE_QUESTIONS
+    from prefsynth.transforms.judges.step_confidence import QUESTIONS as CONFIDENCE_QUESTIONS
+
+    questions = {JUDGE_LABELERS["p_true"]: P_TRUE_QUESTIONS, JUDGE_LABELERS["step_confidence"]: CONFIDENCE_QUESTIONS}
 
     step_local = step_local or {}
     truth_r, truth_s = ground_truth(labels)
@@ -125,8 +128,8 @@ def quality_metrics(labels: list[dict], self_judge: bool, step_local: dict | Non
         q = calibration.quality(probs, truths, confs)
         if kind in TRUTHS:
             q["truth"] = TRUTHS[kind]
-        if labeler == JUDGE_LABELERS.get("p_true") and kind.split("_")[0] in P_TRUE_QUESTIONS:
-            q["question"] = P_TRUE_QUESTIONS[kind.split("_")[0]]
+        if kind.split("_")[0] in questions.get(labeler, {}):
+            q["question"] = questions[labeler][kind.split("_")[0]]
         if self_judge and kind == "response" and labeler in set(JUDGE_LABELERS.values()):
             # over-confidence of a self-judge: how much better it scores its own outputs than they are (mean
             # score - true rate). Not self-preference: that needs the judge to score another model's outputs too

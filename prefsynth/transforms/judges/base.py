@@ -12,8 +12,9 @@ from prefsynth.backends.base import context_check as backend_context_check
 from prefsynth.ids import content_id
 from prefsynth.transforms.judges.parsing import RESULT_TAG
 
-JUDGES = ("p_true", "pointwise", "pairwise", "tick")
-LABELERS = {"p_true": "p_true", "pointwise": "judge_pointwise", "pairwise": "judge_pairwise", "tick": "judge_tick"}
+JUDGES = ("p_true", "step_confidence", "pointwise", "pairwise", "tick")
+LABELERS = {"p_true": "p_true", "step_confidence": "step_confidence", "pointwise": "judge_pointwise",
+            "pairwise": "judge_pairwise", "tick": "judge_tick"}
 MODES = ("score", "generate")
 LIKERT = ("1", "2", "3", "4", "5")
 AB = ("A", "B")
