@@ -149,3 +149,33 @@ def test_mcts_stage_on_the_embedded_world(tmp_path):
     from prefsynth.schemas.io import dataset_files
     assert [Path(f).read_bytes() for f in dataset_files(str(tmp_path / "trees"))] == \
            [Path(f).read_bytes() for f in dataset_files(str(tmp_path / "trees2"))]
+
+
+def test_step_confidence_reward_is_the_steps_own_probability_and_asks_nothing(backend):
+    """self_eval: step_confidence rewards a new step with 2 p - 1, p its mean token probability when
+    sampled (its prior before normalising), without a P(True) call; answer steps wait for the outcome."""
+    cfg = MCTSConfig(iterations=3, breadth=3, max_depth=3, max_step_tokens=8, self_eval="step_confidence",
+                     outcome_weight=0.0)
+    asked = []
+
+    def p_true(prompts, steps):
+        asked.append(len(prompts))
+        return [0.5] * len(prompts)
+
+    trees = [new_tree("p0", PROMPTS[1], "36", "t")]
+    search(trees, backend, p_true, task_hooks("arith"), cfg, seed=7)
+    assert not asked
+    hooks = task_hooks("arith")
+    kids = [n for n in trees[0].nodes() if n.parent is not None]
+    assert kids and all(-1.0 <= n.reward <= 1.0 for n in kids)
+    assert all(n.reward == 0.0 for n in kids if hooks.is_answer_step(n.step_text))
+    # siblings' rewards follow their own probabilities, which their priors normalise: p_i / p_j = prior_i / prior_j
+    checked = 0
+    for node in trees[0].nodes():
+        sib = [n for n in node.children if not hooks.is_answer_step(n.step_text)]
+        for a, b in zip(sib, sib[1:]):
+            assert (a.reward + 1) / (b.reward + 1) == pytest.approx(a.prior / b.prior, rel=1e-6)
+            checked += 1
+    assert checked
+    with pytest.raises(ValueError, match="self_eval"):
+        MCTSConfig(self_eval="judge")
