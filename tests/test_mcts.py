@@ -151,9 +151,14 @@ def test_mcts_stage_on_the_embedded_world(tmp_path):
            [Path(f).read_bytes() for f in dataset_files(str(tmp_path / "trees2"))]
 
 
-def test_step_confidence_reward_is_the_steps_own_probability_and_asks_nothing(backend):
-    """self_eval: step_confidence rewards a new step with 2 p - 1, p its mean token probability when
-    sampled (its prior before normalising), without a P(True) call; answer steps wait for the outcome."""
+def test_step_confidence_reward_is_the_steps_least_likely_token_and_asks_nothing(backend):
+    """self_eval: step_confidence rewards a new step with 2 p - 1, p the probability of its least likely
+    token when it was sampled, without a P(True) call; answer steps wait for the outcome."""
+    import math
+
+    from prefsynth.backends.base import SamplingParams
+    from prefsynth.ids import seed_for
+
     cfg = MCTSConfig(iterations=3, breadth=3, max_depth=3, max_step_tokens=8, self_eval="step_confidence",
                      outcome_weight=0.0)
     asked = []
@@ -166,16 +171,18 @@ def test_step_confidence_reward_is_the_steps_own_probability_and_asks_nothing(ba
     search(trees, backend, p_true, task_hooks("arith"), cfg, seed=7)
     assert not asked
     hooks = task_hooks("arith")
-    kids = [n for n in trees[0].nodes() if n.parent is not None]
-    assert kids and all(-1.0 <= n.reward <= 1.0 for n in kids)
-    assert all(n.reward == 0.0 for n in kids if hooks.is_answer_step(n.step_text))
-    # siblings' rewards follow their own probabilities, which their priors normalise: p_i / p_j = prior_i / prior_j
-    checked = 0
-    for node in trees[0].nodes():
-        sib = [n for n in node.children if not hooks.is_answer_step(n.step_text)]
-        for a, b in zip(sib, sib[1:]):
-            assert (a.reward + 1) / (b.reward + 1) == pytest.approx(a.prior / b.prior, rel=1e-6)
-            checked += 1
-    assert checked
+    kids = [n for n in trees[0].root.children]
+    assert kids
+    # the root's expansion again, as the search drew it (same seed): each child's reward from its tokens
+    sp = SamplingParams(n=cfg.breadth, temperature=cfg.temperature(0), max_new_tokens=cfg.max_step_tokens,
+                        stop=("\n",))
+    (group,) = backend.generate([trees[0].prompt], sp, [seed_for(7, trees[0].root.node_id, "expand")])
+    least: dict[str, float] = {}
+    for c in group:
+        if c.text.strip():
+            least[c.text.strip()] = max(least.get(c.text.strip(), 0.0), math.exp(min(c.logprobs)))
+    for n in kids:
+        want = 0.0 if hooks.is_answer_step(n.step_text) else 2 * least[n.step_text] - 1
+        assert n.reward == pytest.approx(want, rel=1e-6, abs=1e-9)
     with pytest.raises(ValueError, match="self_eval"):
         MCTSConfig(self_eval="judge")

@@ -42,8 +42,9 @@ class MCTSConfig:
     temperature_end: float = 0.7  # ... annealed linearly to this at the last
     self_eval_weight: float = 1.0  # weight of the self-evaluation reward (2 * p - 1)
     # p of a new step: p_true (the policy asked `OK?` after it: one score call per expansion) |
-    # step_confidence (the step's own mean token probability when it was sampled: free, and what
-    # tells right steps from slips on held-out arith prompts, AUROC ~0.9 against ~0.55)
+    # step_confidence (the probability of the step's least likely token when it was sampled: free;
+    # the least likely token, not the mean, because one wrong digit among sure ones barely moves a
+    # mean, which leaves 2p - 1 positive for wrong steps too)
     self_eval: str = "p_true"
     outcome_weight: float = 1.0  # weight of the terminal +1/-1 outcome, when a reference exists
     max_step_tokens: int = 24  # longest step, in tokens
@@ -213,7 +214,7 @@ def _expand(items, backend, p_true, hooks, cfg, seed, temperature, on_call) -> N
         for i, g in zip(empty, again):
             groups[i] = g
     new_children: list[tuple[Tree, Node]] = []
-    confidence: dict[str, float] = {}  # a new step's mean token probability (before the priors' normalising)
+    confidence: dict[str, float] = {}  # a new step's least likely token's probability (self_eval: step_confidence)
     for (tree, leaf), group in zip(items, groups):
         if not isinstance(group, list):
             # a failed request is a failure, never a childless terminal leaf: the tree becomes a dead letter
@@ -221,18 +222,21 @@ def _expand(items, backend, p_true, hooks, cfg, seed, temperature, on_call) -> N
             continue
         leaf.expanded = True
         merged: dict[str, float] = {}
+        weakest: dict[str, float] = {}  # the step's least likely token's probability
         for c in group:
             text = c.text.strip()
             if not text:
                 continue
             prior = math.exp(c.mean_logprob) if c.mean_logprob is not None else 1.0 / cfg.breadth
             merged[text] = max(merged.get(text, 0.0), prior)  # duplicates merge; keep the likelier
+            least = math.exp(min(c.logprobs)) if c.logprobs else prior
+            weakest[text] = max(weakest.get(text, 0.0), least)
         total = sum(merged.values()) or 1.0
         for text, prior in merged.items():
             child = Node(content_id(tree.tree_id, leaf.node_id, text), leaf, text, leaf.depth + 1, prior / total)
             leaf.children.append(child)
             new_children.append((tree, child))
-            confidence[child.node_id] = prior
+            confidence[child.node_id] = weakest[text]
         if not leaf.children:
             leaf.terminal = True
     if not new_children:
