@@ -16,6 +16,9 @@ question `OK?` asks, prefsynth/step_local.py; "no error so far": the verifier st
 bootstrap intervals (responses resampled), beside P(True) on the same steps.
 
     .venv/bin/python benchmarks/step_confidence.py --samples 8 --json benchmarks/out/step_confidence.json
+    # a real model (in a project with the examples/arith-smollm2 profile and its prompts):
+    python benchmarks/step_confidence.py --policy models/smollm2-135m-instruct --samples 4 --max-prompts 60 \
+        --splits validation --no-p-true
 
 Arith world only (it needs exact `a op b=c` steps to mask the result).
 """
@@ -34,6 +37,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from p_true_questions import boot_auroc  # noqa: E402
 
 _RESULT = re.compile(r"^(.*(?:=|A:\s*))(-?\d+)\s*$")  # the line up to its result, and the result
+
+
+def detect(case: dict, threshold: float | None) -> int | None:
+    """The first line whose confidence is below `threshold`, else the least confident line (a wrong
+    final answer has a wrong step somewhere); None for a right final answer. threshold None: argmin."""
+    if not case["final_bad"]:
+        return None
+    lines = case["lines"]
+    if threshold is not None:
+        below = next((i for i, c in enumerate(lines) if c < threshold), None)
+        if below is not None:
+            return below
+    return min(range(len(lines)), key=lambda i: lines[i])
+
+
+def first_error_rules(cases: dict, reps: int) -> dict:
+    """F1 of the detected first wrong step: every threshold on validation, the best once on test;
+    95% intervals with prompts resampled (benchmarks/mc_label_rules.bootstrap)."""
+    from mc_label_rules import bootstrap, f1_of
+
+    out = {}
+    grid = [None] + [round(0.05 * k, 2) for k in range(2, 20)]
+    if "validation" in cases:
+        scored = []
+        for t in grid:
+            rows = [(detect(c, t), c["truth"], c["prompt_id"]) for c in cases["validation"]]
+            scored.append((f1_of(rows)["f1"], t, rows))
+        best_f1, best_t, rows = max(scored, key=lambda x: (x[0], x[1] is None))
+        lo, hi = bootstrap(rows, reps)
+        out["validation"] = {"threshold": best_t, "f1": round(best_f1, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                             "argmin_f1": round(scored[0][0], 4), "n_responses": len(rows)}
+        print(f"first error, validation: best threshold {best_t} F1 {best_f1:.3f} [{lo:.3f}, {hi:.3f}] "
+              f"(argmin alone {scored[0][0]:.3f}), n {len(rows)} responses", flush=True)
+    else:
+        best_t = None
+    for split in (s for s in cases if s != "validation"):
+        rows = [(detect(c, best_t), c["truth"], c["prompt_id"]) for c in cases[split]]
+        f = f1_of(rows)
+        lo, hi = bootstrap(rows, reps)
+        out[split] = {"threshold": best_t, "f1": round(f["f1"], 4), "ci95": [round(lo, 4), round(hi, 4)],
+                      "precision": f["precision"], "recall": f["recall"], "n_responses": len(rows)}
+        print(f"first error, {split} at threshold {best_t}: F1 {f['f1']:.3f} [{lo:.3f}, {hi:.3f}], "
+              f"n {len(rows)} responses", flush=True)
+    return out
 
 
 def main(argv=None) -> None:
@@ -56,6 +103,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-p-true", action="store_true", help="skip P(True) (slow on a real model's long prompts)")
     args = ap.parse_args(argv)
 
     params = load_params("params.yaml")
@@ -64,7 +112,7 @@ def main(argv=None) -> None:
     templates = J.load_templates(None)
     g = params.generate
     t0 = time.time()
-    results = {}
+    results, cases = {}, {}
     for split in args.splits:
         prompts = sorted((p for p in pq.read_table(args.prompts).to_pylist() if p["split"] == split),
                          key=lambda p: p["prompt_id"])[:args.max_prompts]
@@ -93,7 +141,7 @@ def main(argv=None) -> None:
                           backend.score([ctx[k] + m.group(1) for k, m in masked], [m.group(2) for _, m in masked])))
         pt = {}
         targets = [judge_target(r, r["prompt"]) for r in responses]
-        for s in range(0, len(targets), 512):
+        for s in range(0, 0 if args.no_p_true else len(targets), 512):
             for row in J.judge_p_true(targets[s:s + 512], backend, templates, True).rows:
                 pt[(row["target_id"], row["step_index"])] = row["score"]
         tok = backend.tokenizer
@@ -114,8 +162,9 @@ def main(argv=None) -> None:
             "line_mean_token_logprob": line_mean,
             "running_min_line_logprob": running_min(line_lp),
             "running_min_line_mean_logprob": running_min(line_mean),
-            "p_true (OK? yes)": [pt.get((rid, i)) for rid, _, _, i, _, _ in steps],
         }
+        if not args.no_p_true:
+            scores["p_true (OK? yes)"] = [pt.get((rid, i)) for rid, _, _, i, _, _ in steps]
         # response truth: the final answer, scored by the last step's value (running minima: the whole response)
         last = {st[0]: k for k, st in enumerate(steps)}
         answer_ok = {r["response_id"]: task.answers_match(task.extract_answer(r["text"]), r["prompt"]["reference_answer"])
@@ -137,8 +186,17 @@ def main(argv=None) -> None:
                                                "true_rate": round(sum(y for _, _, y in items) / len(items), 4)}
                 print(f"{split:<11}{name:<40} vs {truth:<16} n={len(items):>6} AUROC {point:.3f} "
                       f"[{ci[0]:.3f}, {ci[1]:.3f}]", flush=True)
+        # first-error location (as benchmarks/mc_label_rules.py scores MC labels): a response whose final
+        # answer is wrong (the reference gates, as it gates the MC search) gets a detected first wrong step
+        by_rid: dict[str, list[float]] = {}
+        for v, st in zip(line_mean, steps):
+            by_rid.setdefault(st[0], []).append(v)
+        cases[split] = [{"prompt_id": r["prompt_id"], "lines": by_rid[r["response_id"]],
+                         "truth": task.verify_steps(r["prompt"], r["steps"]).first_wrong_step,
+                         "final_bad": not answer_ok[r["response_id"]]} for r in responses]
         results[split] = block
         print(f"  {split}: {len(responses)} responses, {len(steps)} steps, {time.time() - t0:.0f} s", flush=True)
+    results["first_error"] = first_error_rules(cases, args.boot)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"policy": args.policy, "samples": args.samples, **results}, indent=2))
