@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout import line_logprobs, sample_heldout  # noqa: E402
 
 
 # ---- collect -------------------------------------------------------------------------------------
@@ -55,25 +57,16 @@ def collect(args) -> None:
     print(f"seed {params.seed}, sampling T={params.generate.temperature}, rollouts T={params.label.mc.temperature}",
           flush=True)
     backend = make_backend(params.policy, args.policy)
+    # the completer rolls out (label.mc.model); the policy samples, judges and scores its own steps
+    completer = make_backend(params.policy, args.completer) if args.completer else backend
+    print(f"completer: {args.completer or args.policy}", flush=True)
     task = get_task("arith")
     prompts = [p for p in pq.read_table(args.prompts).to_pylist() if p["split"] in args.splits]
     prompts.sort(key=lambda p: p["prompt_id"])
     if args.max_prompts:
         prompts = prompts[:args.max_prompts]
-    g = params.generate
     t0 = time.time()
-    sp = SamplingParams(n=args.samples, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens)
-    groups = backend.generate([p["prompt"] for p in prompts], sp,
-                              [seed_for(params.seed, p["prompt_id"], "bench/mc_rules/sample") for p in prompts])
-    responses = []
-    for p, group in zip(prompts, groups):
-        for j, c in enumerate(group):
-            steps = task.split_steps(c.text)
-            if not steps:
-                continue
-            responses.append({"response_id": f"{p['prompt_id']}/{j}", "prompt_id": p["prompt_id"], "split": p["split"],
-                              "text": c.text, "steps": steps, "final_answer": task.extract_answer(c.text),
-                              "reference": p["reference_answer"]})
+    responses = sample_heldout(backend, params, task, prompts, args.samples, "bench/mc_rules/sample")
     print(f"{len(responses)} responses of {len(prompts)} prompts in {time.time() - t0:.0f} s", flush=True)
     by_prompt = {p["prompt_id"]: p for p in prompts}
     # every non-final prefix, K rollouts, seeded as the label stage seeds them (seed_for(seed, id, mc/i))
@@ -87,7 +80,7 @@ def collect(args) -> None:
     for s in range(0, len(todo), args.chunk):
         chunk = todo[s:s + args.chunk]
         ctx = [by_prompt[r["prompt_id"]]["prompt"] + "".join(x + "\n" for x in r["steps"][:i + 1]) for r, i in chunk]
-        out = backend.generate(ctx, sp, [seed_for(params.seed, r["response_id"], f"mc/{i}") for r, i in chunk])
+        out = completer.generate(ctx, sp, [seed_for(params.seed, r["response_id"], f"mc/{i}") for r, i in chunk])
         for (r, i), group in zip(chunk, out):
             prefix = "\n".join(r["steps"][:i + 1]) + "\n"
             answers[(r["response_id"], i)] = [task.extract_answer(prefix + c.text) for c in group]
@@ -100,6 +93,14 @@ def collect(args) -> None:
         res = J.judge_p_true(targets[s:s + 512], backend, templates, True)
         for row in res.rows:
             pt[(row["target_id"], row["step_index"])] = row["score"]
+    # each line's mean token log-prob under the policy (the step_confidence judge's score, before exp)
+    ctx = [by_prompt[r["prompt_id"]]["prompt"] + "".join(x + "\n" for x in r["steps"][:i])
+           for r in responses for i in range(len(r["steps"]))]
+    _, means = line_logprobs(backend, ctx, [x for r in responses for x in r["steps"]])
+    confidences, at = {}, 0
+    for r in responses:
+        confidences[r["response_id"]] = means[at:at + len(r["steps"])]
+        at += len(r["steps"])
     with open(args.out, "w") as f:
         for r in responses:
             verdict = task.verify_steps(by_prompt[r["prompt_id"]], r["steps"])
@@ -107,7 +108,8 @@ def collect(args) -> None:
                      answer_correct=verdict.answer_correct,
                      rollout_answers=[answers.get((r["response_id"], i)) for i in range(len(r["steps"]) - 1)],
                      p_true_response=pt.get((r["response_id"], None)),
-                     p_true_steps=[pt.get((r["response_id"], i)) for i in range(len(r["steps"]))])
+                     p_true_steps=[pt.get((r["response_id"], i)) for i in range(len(r["steps"]))],
+                     line_confidence=confidences[r["response_id"]], completer=args.completer or args.policy)
             f.write(json.dumps(r) + "\n")
     print(f"wrote {len(responses)} responses to {args.out} in {time.time() - t0:.0f} s")
 
@@ -135,7 +137,7 @@ def _case(r: dict, k: int) -> dict:
         # no own answer (no A: line): the value alone decides, as in mc_labels._probe
         a.append(sum(answers_match(x, own) for x in ans) / len(ans) if own is not None else 1.0)
     return {"prompt_id": r["prompt_id"], "n": n, "truth": r["first_wrong"], "final_bad": final_bad, "v": v, "a": a,
-            "pt": r.get("p_true_steps") or [None] * n, "k": k}
+            "pt": r.get("p_true_steps") or [None] * n, "conf": r.get("line_confidence"), "k": k}
 
 
 def committed_cases(labels="data/round-1/labels", responses="data/round-1/responses", prompts="data/prompts") -> list:
@@ -217,6 +219,25 @@ def search(c: dict, bad, how: str) -> tuple[int | None, int]:
             else:
                 lo = mid + 1
         return lo, probes
+    if how == "guided":
+        # bisection whose split is the policy's least confident line in the interval (step confidence
+        # as the prior, rollouts as the check): [lo, hi] holds the first error, prefix hi is bad
+        lo, hi, probes, conf = 0, m, 0, c["conf"]
+        while lo < hi:
+            j = min(range(lo, hi + 1), key=lambda i: conf[i])
+            probes += 1
+            if j > lo:  # is the error before j?
+                if bad(c, j - 1):
+                    hi = j - 1
+                else:
+                    lo = j
+            elif bad(c, j):  # j == lo < hi: is it at lo?
+                hi = j
+            else:
+                lo = j + 1
+        return lo, probes
+    if how == "argmin":
+        return min(range(n), key=lambda i: c["conf"][i]), 0
     if how.startswith("prior"):
         return min(int(how.split(":")[1]), m), 0
     raise ValueError(how)
@@ -288,13 +309,14 @@ def paired_delta(rows_a, rows_b, reps: int, seed: int = 0) -> tuple[float, float
     return vals[int(0.025 * reps)], vals[int(0.975 * reps) - 1]
 
 
-def candidate_rules(ks, with_own: bool, with_judge: bool):
+def candidate_rules(ks, with_own: bool, with_judge: bool, with_confidence: bool = False):
     """name -> (k, rule(case) -> (pred, probes))."""
     grid_t = [0.0, 0.125, 0.25, 0.375, 0.5]
     grid_s = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
     out = {}
+    searches = ("every_ungated", "every", "forward", "backward", "binary") + (("guided",) if with_confidence else ())
     for k in ks:
-        for how in ("every_ungated", "every", "forward", "backward", "binary"):
+        for how in searches:
             for t in grid_t:
                 b = bad_predicate("value", t, 0)
                 out[f"k={k} {how} value<={t:g}"] = (k, lambda c, b=b, how=how: search(c, b, how))
@@ -307,11 +329,23 @@ def candidate_rules(ks, with_own: bool, with_judge: bool):
                         out[f"k={k} {how} value<={t:g}&own>={s:g}"] = (k, lambda c, b=b, how=how: search(c, b, how))
     for j in range(4):
         out[f"prior step {j} (no rollouts)"] = (8, lambda c, j=j: search(c, None, f"prior:{j}"))
+    if with_confidence:
+        out["step confidence argmin (gated, no rollouts)"] = (8, lambda c: search(c, None, "argmin"))
     if with_judge:
         for q in (0.3, 0.4, 0.45, 0.5, 0.55):
             out[f"p_true first step < {q:g} (gated, no rollouts)"] = (
                 8, lambda c, q=q: ((judge_first_error(c, q) if c["final_bad"] else None), 0))
     return out
+
+
+def confidence_consensus(rule):
+    """The MC rule's first error where the policy's least confident line agrees, else no label."""
+    def run(c):
+        pred, probes = rule(c)
+        if pred is not None and search(c, None, "argmin")[0] != pred:
+            return None, probes
+        return pred, probes
+    return run
 
 
 def consensus(rule, q: float):
@@ -334,7 +368,8 @@ def rules(args) -> None:
     sets = {}
     for split in ("validation", "test"):
         sets[split] = {k: load_cases(args.data, split, k) for k in (2, 4, 8)}
-    rules_ = candidate_rules((2, 4, 8), True, True)
+    with_conf = all(c["conf"] is not None for c in sets["validation"][8])
+    rules_ = candidate_rules((2, 4, 8), True, True, with_conf)
 
     def run(split, only=None):
         results = []
@@ -389,10 +424,18 @@ def rules(args) -> None:
         cons.append({"rule": f"{chosen['rule']} + P(True)<{q:g} consensus", **sc, "rollouts_per_response": cost,
                      "_rows": rows})
     show("validation, consensus with the P(True) judge", cons, sets["validation"][8], 3)
+    if with_conf:
+        best_mc = next(r for r in within if r["rule"].startswith("k=") and " guided " not in r["rule"])
+        k, rule = rules_[best_mc["rule"]]
+        rows, cost = evaluate(sets["validation"][k], confidence_consensus(rule))
+        show("validation, the best unguided MC rule where step confidence's argmin agrees (abstain elsewhere)",
+             [{"rule": f"{best_mc['rule']} + argmin consensus", **f1_of(rows), "rollouts_per_response": cost,
+               "_rows": rows}], sets["validation"][8], 1)
     # the chosen predicate is the label stage's decision rule (label.mc.bad_value_max, bad_own_min); its
     # searches (label.methods) keep k=8: shown on test with the chosen predicate and with the hard one
     stage_rules = [f"k=8 {how} {p}" for how in ("binary", "every_ungated", "forward") for p in (pred, "value<=0")]
-    test = run("test", only={chosen["rule"], *baselines, *stage_rules})
+    extra = {"step confidence argmin (gated, no rollouts)"} if with_conf else set()
+    test = run("test", only={chosen["rule"], *baselines, *stage_rules, *extra})
     show(f"TEST (once): the chosen rule {chosen['rule']!r}, and the label stage's searches (k=8) with the "
          f"chosen predicate and the hard one", test, sets["test"][8], len(test))
     by_rule = {r["rule"]: r for r in test}
@@ -402,6 +445,12 @@ def rules(args) -> None:
         lo, hi = paired_delta(a["_rows"], b["_rows"], args.boot)
         a["delta_vs_hard"] = {"f1": a["f1"] - b["f1"], "ci95": [lo, hi]}
         print(f"    {how:14s} {a['f1'] - b['f1']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    stage = f"k=8 binary {pred}"
+    if chosen["rule"] != stage:
+        a, b = by_rule[chosen["rule"]], by_rule[stage]
+        lo, hi = paired_delta(a["_rows"], b["_rows"], args.boot)
+        a["delta_vs_stage_binary"] = {"f1": a["f1"] - b["f1"], "ci95": [lo, hi]}
+        print(f"  paired F1 difference on test, chosen rule - {stage!r}: {a['f1'] - b['f1']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     if args.committed:
         cases = committed_cases()
         res = []
@@ -443,7 +492,8 @@ def main(argv=None) -> None:
     c = sub.add_parser("collect")
     c.add_argument("--out", required=True)
     c.add_argument("--prompts", default="data/prompts")
-    c.add_argument("--policy", default="models/policy-0")
+    c.add_argument("--policy", default="models/policy-0", help="samples the responses and scores their lines")
+    c.add_argument("--completer", default=None, help="rolls out from each prefix (label.mc.model); default: --policy")
     c.add_argument("--splits", nargs="+", default=["validation", "test"])
     c.add_argument("--samples", type=int, default=2, help="responses sampled per prompt")
     c.add_argument("--rollouts", type=int, default=8, help="K rollouts per prefix (rules may use the first k)")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout import line_logprobs, sample_heldout  # noqa: E402
 from p_true_questions import boot_auroc  # noqa: E402
 
 _RESULT = re.compile(r"^(.*(?:=|A:\s*))(-?\d+)\s*$")  # the line up to its result, and the result
@@ -86,10 +87,8 @@ def first_error_rules(cases: dict, reps: int) -> dict:
 def main(argv=None) -> None:
     import pyarrow.parquet as pq
 
-    from prefsynth.backends.base import SamplingParams
     from prefsynth.backends.factory import make_backend
     from prefsynth.config import load_params
-    from prefsynth.ids import seed_for
     from prefsynth.step_local import step_local_correct
     from prefsynth.tasks import get_task
     from prefsynth.transforms import judges as J
@@ -110,31 +109,23 @@ def main(argv=None) -> None:
     backend = make_backend(params.policy, args.policy)
     task = get_task("arith")
     templates = J.load_templates(None)
-    g = params.generate
     t0 = time.time()
     results, cases = {}, {}
     for split in args.splits:
         prompts = sorted((p for p in pq.read_table(args.prompts).to_pylist() if p["split"] == split),
                          key=lambda p: p["prompt_id"])[:args.max_prompts]
-        sp = SamplingParams(n=args.samples, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens)
-        groups = backend.generate([p["prompt"] for p in prompts], sp,
-                                  [seed_for(params.seed, p["prompt_id"], "bench/step_confidence") for p in prompts])
+        by_id = {p["prompt_id"]: p for p in prompts}
         steps = []  # (response id, prompt, steps, i, local truth, no-error-so-far truth)
-        responses = []
-        for p, group in zip(prompts, groups):
-            for j, c in enumerate(group):
-                ss = task.split_steps(c.text)
-                if not ss:
-                    continue
-                rid = f"{p['prompt_id']}/{j}"
-                local = step_local_correct(task, p, ss)
-                so_far = task.verify_steps(p, ss).step_correct
-                responses.append({"response_id": rid, "prompt_id": p["prompt_id"], "text": c.text, "steps": ss,
-                                  "prompt": p})
-                for i, s in enumerate(ss):
-                    steps.append((rid, p["prompt"], ss, i, bool(local[i]), bool(so_far[i])))
+        responses = sample_heldout(backend, params, task, prompts, args.samples, "bench/step_confidence")
+        for r in responses:
+            p, ss = by_id[r["prompt_id"]], r["steps"]
+            r["prompt"] = p
+            local = step_local_correct(task, p, ss)
+            so_far = task.verify_steps(p, ss).step_correct
+            for i in range(len(ss)):
+                steps.append((r["response_id"], p["prompt"], ss, i, bool(local[i]), bool(so_far[i])))
         ctx = [prompt + "".join(x + "\n" for x in ss[:i]) for _, prompt, ss, i, _, _ in steps]
-        line_lp = backend.score(ctx, [ss[i] + "\n" for _, _, ss, i, _, _ in steps])
+        line_lp, line_mean = line_logprobs(backend, ctx, [ss[i] for _, _, ss, i, _, _ in steps])
         masked = [(k, _RESULT.match(ss[i])) for k, (_, _, ss, i, _, _) in enumerate(steps)]
         masked = [(k, m) for k, m in masked if m]
         res_lp = dict(zip((k for k, _ in masked),
@@ -144,10 +135,6 @@ def main(argv=None) -> None:
         for s in range(0, 0 if args.no_p_true else len(targets), 512):
             for row in J.judge_p_true(targets[s:s + 512], backend, templates, True).rows:
                 pt[(row["target_id"], row["step_index"])] = row["score"]
-        tok = backend.tokenizer
-        line_mean = [lp / max(1, len(tok(ss[i] + "\n", add_special_tokens=False)["input_ids"]))
-                     for lp, (_, _, ss, i, _, _) in zip(line_lp, steps)]
-
         def running_min(vals):
             out, prev_rid, cur = [], None, 0.0
             for v, (rid, *_rest) in zip(vals, steps):

@@ -195,3 +195,71 @@ def test_label_stage_on_the_embedded_world(tmp_path):
     assert m["labels_by_labeler"]["verifier_arith"] >= 12
     assert sum(m["mc_first_error"][k]["responses"] for k in m["mc_first_error"]) <= 2 * 10  # rollouts: first 10
     assert set(m["mc_first_error"]) <= {"binary", "every"}
+
+
+def _solver_reply(slip: bool):
+    """A ScriptedServer reply: an arith 'model' that continues any prompt + prefix step by step from the
+    value the prefix reached. With `slip`, it gets the last operation wrong (+1) on every problem whose
+    first operand is odd, wherever it starts from: a policy that makes the same slip again from a right
+    prefix, the false zeros of MC labels with the policy as its own completer."""
+    from fault_server import completion_json
+
+    def reply(attempt, body):
+        problem, done, cur = arith_prefix(body["prompt"])
+        todo = list(zip(problem.ops, problem.operands))
+        lines = []
+        for i, (op, b) in enumerate(todo[len(done):], start=len(done)):
+            nxt = arith.apply_op(cur, op, b) + (1 if slip and problem.first % 2 and i == len(todo) - 1 else 0)
+            lines.append(f"{cur}{op}{b}={nxt}")
+            cur = nxt
+        one = completion_json("".join(s + "\n" for s in lines) + f"A: {cur}\n")
+        n = int(body.get("n", 1))
+        one["choices"] = [{**one["choices"][0], "index": j} for j in range(n)]
+        return 200, "application/json", json.dumps(one).encode()
+    return reply
+
+
+def test_a_named_completer_rolls_out_instead_of_the_policy(tmp_path):
+    """label.mc.model/base_url: a stronger completer (here an exact solver behind a real OpenAI-compatible
+    server) rolls out from the sloppy policy's prefixes, and MC binary search then finds the verifier's
+    first wrong step on every wrong response; the policy as its own completer repeats its slip from the
+    right prefixes and flags step 0 instead."""
+    from fault_server import ScriptedServer
+
+    from prefsynth.pipelines import generate, label, prompts
+    from prefsynth.schemas.io import read_records
+
+    policy = tiny_random_policy(tmp_path / "tok")  # only a path: both models are served
+    with ScriptedServer(_solver_reply(slip=True)) as sloppy, ScriptedServer(_solver_reply(slip=False)) as exact:
+        base = {"seed": 3, "prompts": {"n_prompts": 40},
+                "policy": {"backend": "openai", "model": "sloppy", "base_url": sloppy.base_url, "vocab_size": 34},
+                "generate": {"n": 1, "split": "all", "max_prompts": 16},
+                "label": {"methods": ["binary"], "judges": [], "mc_max_responses": None}}
+        runs = {}
+        for name, mc in (("policy", {}), ("exact", {"model": "exact", "base_url": exact.base_url})):
+            params = write_params(tmp_path / f"{name}.json", {**base, "label": {**base["label"], "mc": mc}})
+            c = ["--params", params, "--reports", str(tmp_path / "reports")]
+            if name == "policy":
+                prompts.main([*c, "--out", str(tmp_path / "prompts"), "--dead", str(tmp_path / "pd"),
+                              "--metrics", str(tmp_path / "pm.json")])
+                generate.main([*c, "--prompts", str(tmp_path / "prompts"), "--policy", policy,
+                               "--out", str(tmp_path / "resp"), "--dead", str(tmp_path / "gd"),
+                               "--metrics", str(tmp_path / "gm.json")])
+            label.main([*c, "--prompts", str(tmp_path / "prompts"), "--responses", str(tmp_path / "resp"),
+                        "--policy", policy, "--out", str(tmp_path / name), "--dead", str(tmp_path / f"{name}-dead"),
+                        "--metrics", str(tmp_path / f"{name}.m.json")])
+            m = json.loads((tmp_path / f"{name}.m.json").read_text())
+            assert m["mc_completer"] == ("policy" if name == "policy" else "exact") and m["accounting"]["balanced"]
+            rows = read_records(str(tmp_path / name))
+            first = {}
+            for kind in ("verifier_arith", "mc_binary"):
+                for r in sorted((r for r in rows if r["labeler"] == kind and r["target_kind"] == "step"),
+                                key=lambda r: r["step_index"]):
+                    if r["label"] == "incorrect":
+                        first.setdefault((kind, r["target_id"]), r["step_index"])
+            wrong = sorted({t for k, t in first if k == "verifier_arith"})
+            runs[name] = (wrong, {t: (first[("verifier_arith", t)], first.get(("mc_binary", t))) for t in wrong})
+    wrong, exact_runs = runs["exact"]
+    assert 3 <= len(wrong) < 16, wrong  # some problems slip, some do not
+    assert all(truth == found and truth > 0 for truth, found in exact_runs.values()), exact_runs
+    assert all(found == 0 for _, found in runs["policy"][1].values()), runs["policy"]

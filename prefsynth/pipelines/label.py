@@ -41,14 +41,24 @@ from prefsynth.transforms.model_handler import worker_total
 STAGE = "label"
 
 
+def other_model(params: Params, model: str, cfg) -> tuple:
+    """(backend config, model) named by a config with model/backend/base_url fields (label.judge,
+    label.mc): the policy itself unless it names another."""
+    if not (cfg.model or cfg.backend or cfg.base_url):
+        return params.policy, model  # one key for the policy's uses: one engine per worker for all of them
+    policy = dataclasses.replace(params.policy, backend=cfg.backend or params.policy.backend,
+                                 base_url=cfg.base_url or params.policy.base_url, model=cfg.model or model)
+    return policy, cfg.model or model
+
+
 def judge_policy(params: Params, model: str) -> tuple:
     """(backend config, model) of the judge: the policy itself unless label.judge names another."""
-    j = params.label.judge
-    if not (j.model or j.backend or j.base_url):
-        return params.policy, model  # the same key as the MC rollouts: one engine per worker for both
-    cfg = dataclasses.replace(params.policy, backend=j.backend or params.policy.backend,
-                              base_url=j.base_url or params.policy.base_url, model=j.model or model)
-    return cfg, j.model or model
+    return other_model(params, model, params.label.judge)
+
+
+def completer_policy(params: Params, model: str) -> tuple:
+    """(backend config, model) of the MC rollouts: the policy itself unless label.mc names another."""
+    return other_model(params, model, params.label.mc)
 
 
 def _first(pcoll, cap: int | None, key, label: str):
@@ -117,7 +127,7 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
     n_responses = count_rows(responses_path) if cfg.methods else None
     if n_responses is not None and cfg.mc_max_responses:
         n_responses = min(n_responses, cfg.mc_max_responses)
-    mc_batches = MCLabelBatch(params.policy, model, cfg.mc, cfg.methods, params.seed, STAGE,
+    mc_batches = MCLabelBatch(*completer_policy(params, model), cfg.mc, cfg.methods, params.seed, STAGE,
                               total=worker_total(n_responses, params.beam))
     to_roll = joined
     if cfg.mc_max_responses:  # rollouts are costly: only the first N responses by id
@@ -217,5 +227,6 @@ def main(argv: list[str] | None = None) -> None:
                                          step_local=step_local_truth(labels, responses, prompts))
     write_reliability(args.plots, plot_rows)
     write_metrics(args.metrics, {"accounting": account.to_dict(), "labels_by_labeler": dict(sorted(counts.items())),
+                                 "mc_completer": params.label.mc.model or "policy",
                                  "mc_first_error": mc_metrics(labels, responses, prompts, params.label.methods),
                                  "quality": quality})

@@ -1,6 +1,6 @@
 """Monte-Carlo step labels (Math-Shepherd, OmegaPRM), batched across responses; no Beam here.
 
-From the prefix ending at step i, `k` rollouts with the policy complete the solution; the
+From the prefix ending at step i, `k` rollouts with the completer complete the solution; the
 step's value is the fraction that reach the reference answer. Math-Shepherd's hard label is
 "any rollout correct", its soft label the fraction. OmegaPRM's binary search finds the first
 bad prefix with fewer rollouts, assuming a wrong step stays wrong: it probes the middle of the
@@ -16,6 +16,10 @@ the rollouts carry it forward to the response's own answer (benchmarks/mc_label_
 binary search, k=8: first-error F1 0.60 -> 0.65 on validation prompts, 0.60 -> 0.67 on test, at
 the same ~10 rollouts per response; a threshold on the soft value does not help: values AT the
 error are already 0 in 89% of cases, the misses are false zeros BEFORE it).
+
+The completer is the policy itself unless `model` names another (Math-Shepherd's completer need not
+be the policy): a stronger one repeats fewer of the policy's slips from right prefixes, the false
+zeros the own-answer rule works around. It continues the policy's own prompt text.
 
 The prefix ending at the final answer line needs no rollout: its value is whether the answer
 is right. A probe whose request failed is a failure, not a value of 0: the response gets no label
@@ -57,6 +61,11 @@ class MCLabelConfig:
                                 "(0: Math-Shepherd's hard rule, no rollout right).")
     bad_own_min: float = _opt(0.125, "... and at least this share reach the response's own final answer (the error "
                               "is already in the prefix; 0: off). Chosen on validation: benchmarks/mc_label_rules.py.")
+    model: str | None = _opt(None, "Completer model (path or served name) that rolls out from each prefix; null: the "
+                             "policy itself. It continues the policy's prompt text as is.")
+    backend: str | None = _opt(None, "Completer backend: transformers | vllm | openai; null: policy.backend (other "
+                               "settings from policy.*).")
+    base_url: str | None = _opt(None, "openai completer: server URL; null: policy.base_url.")
 
     def __post_init__(self):
         if not (0.0 <= self.bad_value_max < 1.0 and 0.0 <= self.bad_own_min <= 1.0):

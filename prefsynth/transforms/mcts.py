@@ -214,36 +214,35 @@ def _expand(items, backend, p_true, hooks, cfg, seed, temperature, on_call) -> N
         for i, g in zip(empty, again):
             groups[i] = g
     new_children: list[tuple[Tree, Node]] = []
-    confidence: dict[str, float] = {}  # a new step's least likely token's probability (self_eval: step_confidence)
+    weakest: list[float] = []  # per new child: its step's least likely token's probability (self_eval: step_confidence)
     for (tree, leaf), group in zip(items, groups):
         if not isinstance(group, list):
             # a failed request is a failure, never a childless terminal leaf: the tree becomes a dead letter
             tree.failure = group
             continue
         leaf.expanded = True
-        merged: dict[str, float] = {}
-        weakest: dict[str, float] = {}  # the step's least likely token's probability
+        merged: dict[str, tuple[float, float]] = {}  # step text -> (prior, least likely token's probability)
         for c in group:
             text = c.text.strip()
             if not text:
                 continue
             prior = math.exp(c.mean_logprob) if c.mean_logprob is not None else 1.0 / cfg.breadth
-            merged[text] = max(merged.get(text, 0.0), prior)  # duplicates merge; keep the likelier
             least = math.exp(min(c.logprobs)) if c.logprobs else prior
-            weakest[text] = max(weakest.get(text, 0.0), least)
-        total = sum(merged.values()) or 1.0
-        for text, prior in merged.items():
+            old = merged.get(text, (0.0, 0.0))
+            merged[text] = (max(old[0], prior), max(old[1], least))  # duplicates merge; keep the likelier
+        total = sum(p for p, _ in merged.values()) or 1.0
+        for text, (prior, least) in merged.items():
             child = Node(content_id(tree.tree_id, leaf.node_id, text), leaf, text, leaf.depth + 1, prior / total)
             leaf.children.append(child)
             new_children.append((tree, child))
-            confidence[child.node_id] = weakest[text]
+            weakest.append(least)
         if not leaf.children:
             leaf.terminal = True
     if not new_children:
         return
     if cfg.self_eval == "step_confidence":
         # answer steps are judged by the outcome, as in the P(True) reward
-        probs = [0.5 if hooks.is_answer_step(c.step_text) else confidence[c.node_id] for _, c in new_children]
+        probs = [0.5 if hooks.is_answer_step(c.step_text) else w for (_, c), w in zip(new_children, weakest)]
     else:
         probs = p_true([t.prompt for t, _ in new_children], [c.path_steps() for _, c in new_children])
         if on_call:

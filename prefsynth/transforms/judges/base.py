@@ -106,25 +106,32 @@ def fmt_probs(probs: Sequence[float], options: Sequence[str]) -> str:
     return " ".join(f"{o.strip()}={p:.3f}" for o, p in zip(options, probs))
 
 
-def score_or_fail(backend, prompts: list[str], options: Sequence[str], res: JudgeResult,
-                  record_ids: list[str]) -> list[list[float] | None]:
-    """choice_probs, falling back to one request at a time when the batch fails, so one bad
-    request becomes one failure instead of failing the batch."""
+def batch_or_each(call, items: list, res: JudgeResult, record_ids: list[str], what: str,
+                  raw_input=str) -> list:
+    """call(items) in one request; when the batch fails, one item at a time, so one bad request
+    becomes one failure of its record (the first per record) and a None in its place."""
     try:
-        return choice_probs(backend, prompts, options)
+        return list(call(items))
     except Exception:  # noqa: BLE001 - the per-item retry below names the failing request
         pass
-    out: list[list[float] | None] = []
+    out: list = []
     seen = set()
-    for p, rid in zip(prompts, record_ids):
+    for item, rid in zip(items, record_ids):
         try:
-            out.append(choice_probs(backend, [p], options)[0])
-        except Exception as err:  # noqa: BLE001 - recorded as a dead letter with its prompt
+            out.append(call([item])[0])
+        except Exception as err:  # noqa: BLE001 - recorded as a dead letter with its input
             out.append(None)
             if rid not in seen:
                 seen.add(rid)
-                res.failures.append(Failure(rid, "judge_backend_error", f"score: {type(err).__name__}: {err}", p, None))
+                res.failures.append(Failure(rid, "judge_backend_error", f"{what}: {type(err).__name__}: {err}",
+                                            raw_input(item), None))
     return out
+
+
+def score_or_fail(backend, prompts: list[str], options: Sequence[str], res: JudgeResult,
+                  record_ids: list[str]) -> list[list[float] | None]:
+    """choice_probs of each prompt (None where its request failed: a failure of its record)."""
+    return batch_or_each(lambda ps: choice_probs(backend, ps, options), prompts, res, record_ids, "score")
 
 
 # ---- generate mode ------------------------------------------------------------------------------

@@ -24,7 +24,15 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from prefsynth.transforms.judges.base import LABELERS, Failure, JudgeResult, Target, context_check, label_row
+from prefsynth.transforms.judges.base import (
+    LABELERS,
+    Failure,
+    JudgeResult,
+    Target,
+    batch_or_each,
+    context_check,
+    label_row,
+)
 
 QUESTIONS = {
     "response": "the least likely step of the whole response, each step's mean token probability under the judge "
@@ -58,41 +66,26 @@ def _n_tokens(backend, text: str) -> int:
     return max(1, len(tok(text, add_special_tokens=False)["input_ids"]))
 
 
-def _scores(backend, contexts: list[str], steps: list[str], res: JudgeResult, ids: list[str]) -> list[float | None]:
-    """Summed log-probs, one call; when the batch fails, one item at a time (one failure per bad item)."""
-    try:
-        return list(backend.score(contexts, steps))
-    except Exception:  # noqa: BLE001 - the per-item retry below names the failing item
-        pass
-    out: list[float | None] = []
-    for c, s, rid in zip(contexts, steps, ids):
-        try:
-            out.append(backend.score([c], [s])[0])
-        except Exception as err:  # noqa: BLE001 - recorded as the item's failure
-            res.failures.append(Failure(rid, "judge_score_failed", f"step_confidence: {err}", c + s, None))
-            out.append(None)
-    return out
-
-
 def judge_step_confidence(targets: Sequence[Target], backend) -> JudgeResult:
     """Step and response labels of each target from the judge model's probability of its steps."""
     res, fits = JudgeResult(), context_check(backend)
     todo: list[tuple[Target, int, str, str]] = []
     for t in targets:
-        spans = [(c, s) for c, s in step_spans(t) if s.strip()]
+        spans = [(i, c, s) for i, (c, s) in enumerate(step_spans(t)) if s.strip()]
         if not spans:
             res.failures.append(Failure(t.response_id, "judge_no_steps", "step_confidence: the response has no "
                                         "steps to score", t.response, None))
             continue
-        too_long = next((c + s for c, s in spans if not fits(c + s)), None)
+        too_long = next((c + s for _, c, s in spans if not fits(c + s)), None)
         if too_long is not None:
             res.failures.append(Failure(t.response_id, "judge_context_overflow",
                                         "step_confidence: prompt + response longer than the judge's context",
                                         too_long, None))
             continue
-        todo += [(t, i, c, s) for i, (c, s) in enumerate(step_spans(t)) if s.strip()]
-    lps = _scores(backend, [c for _, _, c, _ in todo], [s for _, _, _, s in todo], res,
-                  [t.response_id for t, _, _, _ in todo])
+        todo += [(t, i, c, s) for i, c, s in spans]
+    lps = batch_or_each(lambda cs: backend.score([c for c, _ in cs], [s for _, s in cs]),
+                        [(c, s) for _, _, c, s in todo], res, [t.response_id for t, _, _, _ in todo],
+                        "step_confidence score", raw_input=lambda cs: cs[0] + cs[1])
     failed = {f.record_id for f in res.failures}
     by_target: dict[str, list[tuple[int, float]]] = {}
     for (t, i, _, s), lp in zip(todo, lps):
