@@ -19,6 +19,19 @@ Two parts:
     .venv/bin/python benchmarks/mc_label_rules.py collect --out /tmp/mcb/val_k32.jsonl --splits validation \
         --rollouts 32 --no-p-true
     .venv/bin/python benchmarks/mc_label_rules.py scaling --data /tmp/mcb/val_k32.jsonl
+
+A completer stronger than the policy (`label.mc.model`): e.g. policy-0 trained longer, in a clone of
+the project with `bootstrap.max_steps: 4800` and `dvc repro bootstrap` (validation greedy 0.878 against
+the default's 0.460); the policy still samples the responses and scores its own lines:
+
+    .venv/bin/python benchmarks/mc_label_rules.py collect --out /tmp/mcb/strong.jsonl --no-p-true \
+        --completer /tmp/strong/models/policy-0
+    .venv/bin/python benchmarks/mc_label_rules.py rules --data /tmp/mcb/strong.jsonl
+
+`collect` also stores each line's mean token log-prob under the policy (the step_confidence judge's
+score), so `rules` adds the least confident line (no rollouts), a bisection that splits at the least
+confident line of the interval (`guided`), and MC where the least confident line agrees (abstain
+elsewhere).
 """
 
 from __future__ import annotations
@@ -402,7 +415,9 @@ def rules(args) -> None:
         fam = r["rule"].split(" ")[1] if r["rule"].startswith("k=") else r["rule"].split(" ")[0]
         by_family.setdefault(fam, r)
     show("validation, best of each search within budget", list(by_family.values()), sets["validation"][8], 20)
-    chosen = within[0]
+    # the MC decision rule is chosen among the rollout rules (the label stage's); step confidence alone
+    # (no rollouts) is reported beside it
+    chosen = next(r for r in within if r["rule"].startswith("k="))
     kinds = {}
     for r in within:
         if r["rule"].startswith("k="):
@@ -427,6 +442,7 @@ def rules(args) -> None:
     if with_conf:
         best_mc = next(r for r in within if r["rule"].startswith("k=") and " guided " not in r["rule"])
         k, rule = rules_[best_mc["rule"]]
+        # the Qwen PRM-lessons filter: a label only where both agree
         rows, cost = evaluate(sets["validation"][k], confidence_consensus(rule))
         show("validation, the best unguided MC rule where step confidence's argmin agrees (abstain elsewhere)",
              [{"rule": f"{best_mc['rule']} + argmin consensus", **f1_of(rows), "rollouts_per_response": cost,

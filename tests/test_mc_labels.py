@@ -161,6 +161,9 @@ def test_decision_rule_thresholds():
     assert not is_bad(0.375, 1.0, cfg) and not is_bad(0.0, 0.375, cfg)
     with pytest.raises(ValueError, match="bad_value_max"):
         MCLabelConfig(bad_value_max=1.0)
+    # null: the own-answer condition only when the policy completes its own prefixes
+    assert MCLabelConfig().own_min == 0.125 and MCLabelConfig(model="big").own_min == 0.0
+    assert MCLabelConfig(base_url="http://x/v1").own_min == 0.0 and MCLabelConfig(model="big", bad_own_min=0.25).own_min == 0.25
 
 
 def test_detection_scores_by_hand():
@@ -250,6 +253,7 @@ def test_a_named_completer_rolls_out_instead_of_the_policy(tmp_path):
                         "--metrics", str(tmp_path / f"{name}.m.json")])
             m = json.loads((tmp_path / f"{name}.m.json").read_text())
             assert m["mc_completer"] == ("policy" if name == "policy" else "exact") and m["accounting"]["balanced"]
+            assert m["mc_rule"]["bad_own_min"] == (0.125 if name == "policy" else 0.0)
             rows = read_records(str(tmp_path / name))
             first = {}
             for kind in ("verifier_arith", "mc_binary"):

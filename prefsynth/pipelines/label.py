@@ -228,5 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     write_reliability(args.plots, plot_rows)
     write_metrics(args.metrics, {"accounting": account.to_dict(), "labels_by_labeler": dict(sorted(counts.items())),
                                  "mc_completer": params.label.mc.model or "policy",
+                                 "mc_rule": {"bad_value_max": params.label.mc.bad_value_max,
+                                             "bad_own_min": params.label.mc.own_min},
                                  "mc_first_error": mc_metrics(labels, responses, prompts, params.label.methods),
                                  "quality": quality})

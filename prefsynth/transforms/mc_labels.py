@@ -9,7 +9,9 @@ at the first bad one (cheap when errors come early, as they do in short solution
 
 Which prefix is bad is the decision rule (`MCLabelConfig.bad_value_max`, `bad_own_min`): at most
 `bad_value_max` of its rollouts reach the reference (0: Math-Shepherd's hard rule) AND at least
-`bad_own_min` of them reach the response's OWN final answer. The second condition is there
+`bad_own_min` of them reach the response's OWN final answer (by default only when the policy is its
+own completer: a stronger completer carries a wrong prefix to its own answer, not to the response's
+later slips). The second condition is there
 because a weak policy's value is 0 also on a right prefix it cannot finish (it makes the same
 slip later): there its rollouts land on scattered wrong answers, whereas after the real error
 the rollouts carry it forward to the response's own answer (benchmarks/mc_label_rules.py,
@@ -59,16 +61,26 @@ class MCLabelConfig:
     max_new_tokens: int = _opt(64, "Longest rollout, in tokens.")
     bad_value_max: float = _opt(0.0, "A prefix is bad when at most this share of its rollouts reach the reference "
                                 "(0: Math-Shepherd's hard rule, no rollout right).")
-    bad_own_min: float = _opt(0.125, "... and at least this share reach the response's own final answer (the error "
-                              "is already in the prefix; 0: off). Chosen on validation: benchmarks/mc_label_rules.py.")
+    bad_own_min: float | None = _opt(None, "... and at least this share reach the response's own final answer (the "
+                                     "error is already in the prefix; 0: off). null: 0.125 when the policy completes "
+                                     "its own prefixes, 0 with another completer (`model`, `backend` or `base_url` "
+                                     "set); both chosen on validation: benchmarks/mc_label_rules.py.")
     model: str | None = _opt(None, "Completer model (path or served name) that rolls out from each prefix; null: the "
                              "policy itself. It continues the policy's prompt text as is.")
     backend: str | None = _opt(None, "Completer backend: transformers | vllm | openai; null: policy.backend (other "
                                "settings from policy.*).")
     base_url: str | None = _opt(None, "openai completer: server URL; null: policy.base_url.")
 
+    @property
+    def own_min(self) -> float:
+        """bad_own_min as used: the own-answer condition guards against the policy's own repeated slips,
+        which a different completer does not make (with one it costs F1: 0.93 -> 0.70 on validation)."""
+        if self.bad_own_min is not None:
+            return self.bad_own_min
+        return 0.0 if (self.model or self.backend or self.base_url) else 0.125
+
     def __post_init__(self):
-        if not (0.0 <= self.bad_value_max < 1.0 and 0.0 <= self.bad_own_min <= 1.0):
+        if not (0.0 <= self.bad_value_max < 1.0 and 0.0 <= self.own_min <= 1.0):
             raise ValueError(f"label.mc: bad_value_max must lie in [0, 1) and bad_own_min in [0, 1], got "
                              f"{self.bad_value_max!r}, {self.bad_own_min!r}")
 
@@ -120,7 +132,7 @@ def _probe(items: list[tuple[ResponseToLabel, int]], backend: Backend, cfg: MCLa
 
 def is_bad(value: float, own: float, cfg: MCLabelConfig) -> bool:
     """The decision rule: does the prefix hold an error? (see the module docstring)"""
-    return value <= cfg.bad_value_max + 1e-9 and own >= cfg.bad_own_min - 1e-9
+    return value <= cfg.bad_value_max + 1e-9 and own >= cfg.own_min - 1e-9
 
 
 def _own_answers(responses: Sequence[ResponseToLabel], extract) -> None:
