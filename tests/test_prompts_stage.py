@@ -157,3 +157,30 @@ def test_empty_file_and_huge_record(tmp_path):
     (dead,) = read_records(str(out / "dead"))
     assert "huge.jsonl:1" in dead["message"] and "3000000 chars" in dead["message"]
     assert len(dead["raw_input"]) < 25_000  # the raw record is kept, clipped
+
+
+def test_extra_train_prompts_leave_the_held_out_prompts_and_policy_0_as_they_are(tmp_path):
+    """prompts.extra_train_prompts: more train prompts from a stream of their own; validation and test
+    records are byte-for-byte the same (policy-0 is trained excluding exactly them, and measured on
+    them), no extra problem copies a held-out one, and the stage's books balance with the copies dropped."""
+    from prefsynth.pipelines.bootstrap import sft_examples
+
+    base, m0 = _run(tmp_path, _params(tmp_path, arith={"max_ops": 2, "operand_max": 5}, prompts={"n_prompts": 400}), "base")
+    more, m1 = _run(tmp_path, _params(tmp_path, arith={"max_ops": 2, "operand_max": 5},
+                                      prompts={"n_prompts": 400, "extra_train_prompts": 600}), "more")
+    a, b = read_records(str(base / "prompts")), read_records(str(more / "prompts"))
+    held = lambda recs: sorted((r for r in recs if r["split"] != "train"), key=lambda r: r["prompt_id"])
+    assert held(a) == held(b) and len(held(a)) > 50
+    extra = [r for r in b if r["source"].startswith("arith-extra:")]
+    assert extra and all(r["split"] == "train" for r in extra)
+    assert not {r["question"] for r in extra} & {r["question"] for r in held(a)}
+    assert {r["prompt_id"] for r in a} < {r["prompt_id"] for r in b}
+    acc = m1["accounting"]
+    # a small world: many of the 1000 problems are copies (of the main stream or of each other)
+    assert acc["n_in"] == 1000 and acc["balanced"] and acc["n_dropped"] > 0 and acc["n_out"] == len(b)
+    # policy-0's training examples depend on the held-out questions only: the same with or without
+    params = load_params(_params(tmp_path, arith={"max_ops": 2, "operand_max": 5}))
+    exclude = lambda recs: {r["question"] for r in held(recs)}
+    assert sft_examples(params, exclude(a), 300) == sft_examples(params, exclude(b), 300)
+    with pytest.raises(ValueError, match="extra_train_prompts"):
+        load_params(_params(tmp_path, prompts={"source": "jsonl", "path": "x.jsonl", "extra_train_prompts": 5}))

@@ -13,6 +13,9 @@ class PromptsConfig:
     path: str | None = _f(None, "Input file for jsonl/parquet sources.")
     task: str = _f("arith", "Problem domain of file sources: arith, gsm8k, math or chat.")
     n_prompts: int = _f(3000, "arith: how many problems to generate (before de-duplication).")
+    extra_train_prompts: int = _f(0, "arith: more problems from a stream of their own, all in the train split (a "
+                                  "copy of a held-out problem is dropped): rounds see more prompts while the "
+                                  "validation and test prompts, and so policy-0, stay as they are.")
     test_fraction: float = _f(0.2, "Fraction of prompts (by hash of id) held out as the test split.")
     validation_fraction: float = _f(0.1, "Fraction of prompts (by the same hash, carved from the train side: the "
                                     "test prompts do not change) held out as the validation split, on which every "
@@ -23,3 +26,10 @@ class PromptsConfig:
     split_field: str | None = _f(None, "File sources: field holding the split (null: by hash).")
     max_prompt_chars: int = _f(8000, "Longer questions go to dead letters.")
     num_shards: int = _f(2, "Parquet files written for data/prompts.")
+
+    def __post_init__(self):
+        if self.extra_train_prompts < 0:
+            raise ValueError(f"prompts.extra_train_prompts must be >= 0, got {self.extra_train_prompts!r}")
+        if self.extra_train_prompts and self.source != "arith":
+            raise ValueError("prompts.extra_train_prompts generates arith problems: it needs prompts.source arith "
+                             f"(got {self.source!r}); add the prompts to your file instead")

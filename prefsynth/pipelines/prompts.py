@@ -21,12 +21,16 @@ from prefsynth.transforms.prompt_files import RawRecord, check_input_file, jsonl
 from prefsynth.transforms.prompts import KEPT, POSITION_FIELDS, STAGE, KeepFirstById, ParsePrompt
 
 GENERATOR_CHUNK = 1000  # problems per generator work item
+EXTRA = "arith-extra"  # the train-only stream: its positions sort after the main stream's, so a copy keeps the first
 
 
-def _generate_chunk(start: int, params: Params) -> list[RawRecord]:
-    count = min(GENERATOR_CHUNK, params.prompts.n_prompts - start)
-    return [RawRecord(f"arith:{start + i}", ("arith", start + i), problem)
-            for i, problem in enumerate(arith.generate_problems(params.arith, params.seed, "prompts", start, count))]
+def _generate_chunk(work: tuple[str, int], params: Params) -> list[RawRecord]:
+    stream, start = work
+    total = params.prompts.n_prompts if stream == "arith" else params.prompts.extra_train_prompts
+    count = min(GENERATOR_CHUNK, total - start)
+    name = "prompts" if stream == "arith" else "prompts-extra-train"
+    return [RawRecord(f"{stream}:{start + i}", (stream, start + i), problem)
+            for i, problem in enumerate(arith.generate_problems(params.arith, params.seed, name, start, count))]
 
 
 def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
@@ -34,7 +38,8 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
     if cfg.source == "arith":
         raw = (
             pipeline
-            | "Chunks" >> beam.Create(list(range(0, cfg.n_prompts, GENERATOR_CHUNK)))
+            | "Chunks" >> beam.Create([("arith", i) for i in range(0, cfg.n_prompts, GENERATOR_CHUNK)]
+                                      + [(EXTRA, i) for i in range(0, cfg.extra_train_prompts, GENERATOR_CHUNK)])
             | "Generate" >> beam.Map(_generate_chunk, params)
         )
     elif cfg.source in ("jsonl", "parquet"):

@@ -34,12 +34,13 @@ def assign_split(prompt_id: str, seed: int, test_fraction: float, validation_fra
 
 
 def arith_record(problem: arith.ArithProblem, source: str, seed: int, test_fraction: float,
-                 validation_fraction: float = 0.0) -> dict:
+                 validation_fraction: float = 0.0, split: str | None = None) -> dict:
+    """A generated problem's record; `split` forces the split (prompts.extra_train_prompts), else by hash."""
     question = problem.question
     prompt_id = content_id(arith.NAME, question)
     return {
         "prompt_id": prompt_id,
-        "split": assign_split(prompt_id, seed, test_fraction, validation_fraction),
+        "split": split or assign_split(prompt_id, seed, test_fraction, validation_fraction),
         "task": arith.NAME,
         "prompt": problem.prompt,
         "messages": [{"role": "user", "content": problem.prompt}],

@@ -69,7 +69,8 @@ class ParsePrompt(beam.DoFn):
         try:
             if isinstance(rec.payload, arith.ArithProblem):
                 out = arith_record(rec.payload, rec.where, self.seed, self.cfg.test_fraction,
-                                   self.cfg.validation_fraction)
+                                   self.cfg.validation_fraction,
+                                   split="train" if rec.position[0] == "arith-extra" else None)
             else:
                 obj = parse_json_line(rec.payload, rec.where) if isinstance(rec.payload, bytes) else rec.payload
                 out = file_record(obj, rec.where, self.cfg, self.seed, notes, self.renderer)
