@@ -144,3 +144,19 @@ def test_vllm_score_sends_the_located_tokens_and_sums_their_prompt_logprobs(bpe,
     assert got == pytest.approx(bpe.score(prompts, conts), abs=1e-4)
     with pytest.raises(ValueError, match="no tokens"):
         v.score([PAIRWISE], [""])
+
+
+def test_windowed_scores_equal_the_full_logits_sum(bpe):
+    """On a 49k vocabulary the lm_head runs only over the continuation window (logits_to_keep); the
+    scores equal the sum of log-softmax over the full logits of every position, for continuations of
+    different lengths after prompts of different lengths in one left-padded batch."""
+    prompts = [YES_NO, PAIRWISE, RATING + "The answer was fine, well argued, and I would say ", "Hi"]
+    conts = [" yes", "A", "4 out of 5, because it shows every step", " there, how are you today?"]
+    got = bpe.score(prompts, conts)
+    for p, c, g in zip(prompts, conts, got):
+        ids, first = continuation_token_span(bpe.tokenizer, p, c)
+        with torch.no_grad():
+            logits = bpe.model(input_ids=torch.tensor([ids])).logits[0].float()
+        lp = torch.log_softmax(logits[:-1], dim=-1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+        assert g == pytest.approx(float(lp[first - 1:].sum()), abs=2e-3), (p, c)
+    assert len({round(x, 2) for x in got}) == 4 and all(x < 0 for x in got)

@@ -285,15 +285,26 @@ class TransformersBackend:
             if self.max_positions and len(ids) > self.max_positions:  # callers check with context_check
                 raise ValueError(f"score: item {k} has {len(ids)} tokens; the context is {self.max_positions}")
         out: list[float] = [0.0] * len(seqs)
+        # as in the prefill: where the vocabulary is large or off the CPU, the lm_head and log-softmax
+        # run only over the continuation's window (left padding puts every continuation at the end),
+        # not over every prompt position ([rows, width, vocab] floats: GBs for a 49k vocabulary at
+        # ~200-token chat prompts, and most of the time; benchmarks/scoring.py); the tiny policy keeps
+        # the full call, whose bytes every earlier run produced
+        dev = next(self.model.parameters()).device
+        large_vocab = (getattr(self.model.config, "vocab_size", 0) or 0) > self.FULL_LOGITS_MAX_VOCAB
+        windowed = (dev.type != "cpu" or large_vocab) and self._takes_logits_to_keep()
         for width, chunk in self._chunks([len(s) for s in seqs], self.batch_size):
             ids, attn = self._left_pad([seqs[j] for j in chunk], width)
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos).logits.float()
+            n_cont = [len(seqs[j]) - spans[j][1] for j in chunk]
+            # logits of the last `keep` positions predict the last keep-1 tokens (the continuations)
+            keep = min(width, max(n_cont) + 1) if windowed else width
+            extra = {"logits_to_keep": keep} if windowed else {}
+            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, **extra).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0].cpu()
-            for r, j in enumerate(chunk):
-                n_c = len(seqs[j]) - spans[j][1]
-                out[j] = float(tok_lp[r, width - 1 - n_c:].sum())
+            tok_lp = logp.gather(-1, ids[:, width - keep + 1:, None])[..., 0].cpu()
+            for r, n_c in enumerate(n_cont):
+                out[chunk[r]] = float(tok_lp[r, keep - 1 - n_c:].sum())
         return out
 
 
