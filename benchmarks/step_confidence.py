@@ -130,8 +130,14 @@ def main(argv=None) -> None:
         masked = [(k, m) for k, m in masked if m]
         res_lp = dict(zip((k for k, _ in masked),
                           backend.score([ctx[k] + m.group(1) for k, m in masked], [m.group(2) for _, m in masked])))
-        pt = {}
         targets = [judge_target(r, r["prompt"]) for r in responses]
+        # the label stage's judge with `label.judge.step_confidence_span: result`: the running minimum of
+        # each step's result probability ("no error so far"; its response row: the least likely result)
+        judged = {}
+        for s in range(0, len(targets), 512):
+            for row in J.judge_step_confidence(targets[s:s + 512], backend, span="result").rows:
+                judged[(row["target_id"], row["step_index"])] = row["score"]
+        pt = {}
         for s in range(0, 0 if args.no_p_true else len(targets), 512):
             for row in J.judge_p_true(targets[s:s + 512], backend, templates, True).rows:
                 pt[(row["target_id"], row["step_index"])] = row["score"]
@@ -149,6 +155,7 @@ def main(argv=None) -> None:
             "line_mean_token_logprob": line_mean,
             "running_min_line_logprob": running_min(line_lp),
             "running_min_line_mean_logprob": running_min(line_mean),
+            "judge step_confidence span=result": [judged.get((rid, i)) for rid, _, _, i, _, _ in steps],
         }
         if not args.no_p_true:
             scores["p_true (OK? yes)"] = [pt.get((rid, i)) for rid, _, _, i, _, _ in steps]
@@ -162,6 +169,8 @@ def main(argv=None) -> None:
                 if col is None:
                     if name.startswith("p_true"):
                         vals_r = [(rid, pt.get((rid, None)), answer_ok[rid]) for rid in last]
+                    elif name.startswith("judge"):
+                        vals_r = [(rid, judged.get((rid, None)), answer_ok[rid]) for rid in last]
                     else:
                         vals_r = [(rid, vals[k], answer_ok[rid]) for rid, k in last.items()]
                     items = [x for x in vals_r if x[1] is not None]

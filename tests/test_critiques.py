@@ -248,6 +248,7 @@ def test_critiques_stage_accounts_and_sends_garbage_model_critiques_to_dead_lett
 
     prompts = _prompt_records(6)
     prompts[5]["reference_answer"] = None  # no ground truth: the rule critic drops it, counted
+    refs = {p["prompt_id"]: p["reference_answer"] for p in prompts}
     responses = _response_records(prompts)
     pdir, rdir = _write(tmp_path / "prompts", prompts, "prompts"), _write(tmp_path / "responses", responses, "responses")
     garbage_critic = tiny_random_policy(tmp_path / "critic", n_positions=320)  # untrained: no verdict lines
@@ -255,12 +256,23 @@ def test_critiques_stage_accounts_and_sends_garbage_model_critiques_to_dead_lett
     params_text = (tmp_path / "params.yaml").read_text().replace("num_shards: 1", "num_shards: 1\n  model_max_responses: 10")
     (tmp_path / "params.yaml").write_text(params_text)
     out, dead, metrics = tmp_path / "critiques", tmp_path / "dead", tmp_path / "m.json"
+    # the confidence critic: an untrained policy wrote nothing here, but it scores all the same
+    policy = tiny_random_policy(tmp_path / "policy", n_positions=96)
     critiques.main(["--params", params, "--prompts", pdir, "--responses", rdir, "--critic", garbage_critic,
+                    "--policy", policy,
                     "--out", str(out), "--dead", str(dead), "--metrics", str(metrics), "--reports", str(tmp_path / "r")])
     m = json.loads(metrics.read_text())
     acc = m["accounting"]
-    assert acc["n_in"] == 2 * len(responses) == 24 and acc["balanced"]
+    assert acc["n_in"] == 3 * len(responses) == 36 and acc["balanced"]
     assert acc["dropped"] == {"rule_no_ground_truth": 2, "model_beyond_max_responses": 2}
+    conf = [r for r in read_records(str(out)) if r["critic"] == "confidence"]
+    assert len(conf) == 12 and all(r["critic_model"] == policy for r in conf)
+    # the reference decides right vs wrong: a right answer is `correct`, a wrong one gets a located step
+    for r in (r for r in conf if refs[r["prompt_id"]] is not None):
+        wrong = r["steps"][-1] != f"A: {refs[r['prompt_id']]}"
+        assert (r["predicted_first_wrong_step"] is not None) == wrong and r["critique"].endswith(
+            "Verdict: correct\n" if not wrong else f"Verdict: step {r['predicted_first_wrong_step'] + 1}\n")
+    assert m["accuracy"]["confidence"]["n"] == 10  # the prompt without a reference has no truth
     rows = read_records(str(out))
     dead_rows = read_records(str(dead))
     rule = [r for r in rows if r["critic"] == "rule"]
@@ -290,3 +302,28 @@ def test_score_mode_verdicts_keep_a_critique_whose_verdict_would_not_fit(tmp_pat
     assert out[0].startswith("1+2 is 3.\n" + CRITIQUE_VERDICT)  # scored: one of the allowed verdicts
     assert out[0].split(CRITIQUE_VERDICT)[1].strip() in ("correct", "step 1", "step 2")
     assert out[1] == texts[1] and out[2] is None  # did not fit: as generated; a failure passes through
+
+
+def test_confidence_critic_on_smollm2_locates_the_slip_and_redoes_it(smollm2):
+    """A real BPE model as the confidence critic (no critic model): with the reference, a right answer is
+    `correct`; a wrong one is located at the step whose result the model finds least likely, and the
+    critique shows the model's own redo of that step."""
+    from prefsynth.backends.transformers_backend import TransformersBackend
+    from prefsynth.config.critiques import ConfidenceCriticConfig
+    from prefsynth.transforms.confidence_critic import ConfidenceCritiqueBatch
+    from prefsynth.transforms.critiques import parse_verdict
+
+    backend = TransformersBackend(smollm2, device="cpu", batch_size=8)
+    prompt = {"prompt_id": "p1", "task": "arith", "prompt": "Q: 7+5-3=?\n", "question": "7+5-3",
+              "reference_answer": "9", "split": "test"}
+    cases = {"right": ["7+5=12", "12-3=9", "A: 9"], "first": ["7+5=13", "13-3=10", "A: 10"],
+             "second": ["7+5=12", "12-3=7", "A: 7"]}
+    batch = [({"response_id": k, "prompt_id": "p1", "steps": s, "text": "\n".join(s) + "\n"}, prompt)
+             for k, s in cases.items()]
+    critic = ConfidenceCritiqueBatch(None, smollm2, ConfidenceCriticConfig(span="result"), seed=0)
+    got = {pair[0]["response_id"]: res.inference for pair, res in zip(batch, critic(batch, backend))}
+    assert got["right"][1] is None and got["right"][0].endswith("Verdict: correct\n")
+    assert got["first"][1] == 0 and got["second"][1] == 1, got
+    for text, located in got.values():
+        assert parse_verdict(text, 3) == located
+    assert "Redone from the steps before it, the model writes" in got["second"][0], got["second"][0]

@@ -293,6 +293,64 @@ def test_step_confidence_on_a_real_backend_is_the_mean_token_probability(tiny_ba
     assert [s for _, s in got] == pytest.approx([min(line[:i + 1]) for i in range(3)])
 
 
+class RecordingScorer:
+    """Records what `score` is asked; a continuation's log-prob is -1 a character."""
+
+    name = "recording"
+    tokenizer = None
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, prompts, continuations):
+        self.calls += list(zip(prompts, continuations))
+        return [-1.0 * len(c) for c in continuations]
+
+
+def test_the_result_span_is_the_number_a_step_computes():
+    assert J.result_split("3*3=9") == ("3*3=", "9")
+    assert J.result_split("A: 9") == ("A: ", "9")
+    assert J.result_split("37 - 23 = -4") == ("37 - 23 = ", "-4")
+    # a GSM8K calculator annotation: the annotation's result, the recomputation
+    assert J.result_split("She sold 48/2 = <<48/2=24>>24 clips.") == ("She sold 48/2 = <<48/2=", "24")
+    assert J.result_split("#### 1,250") == ("#### ", "1,250")
+    assert J.result_split("So the answer is $18.") == ("So the answer is $", "18")
+    assert J.result_split("She has some apples.") is None and J.result_split("x = y") is None
+
+
+def test_step_confidence_result_span_scores_only_the_result_after_its_head():
+    t = J.Target("r1", "p1", "arith", "1+2*3", "1+2=3\n3*3=8\nsee above\nA: 8\n",
+                 ["1+2=3", "3*3=8", "see above", "A: 8"], "9", prompt="Q: 1+2*3=?\n")
+    rec = RecordingScorer()
+    res = J.judge_step_confidence([t], rec, span="result")
+    assert rec.calls == [("Q: 1+2*3=?\n1+2=", "3"), ("Q: 1+2*3=?\n1+2=3\n3*3=", "8"),
+                         ("Q: 1+2*3=?\n1+2=3\n3*3=8\n", "see above"),  # no result: the whole line
+                         ("Q: 1+2*3=?\n1+2=3\n3*3=8\nsee above\nA: ", "8")]
+    steps = sorted((r["step_index"], r["rationale"].split(";")[0]) for r in res.rows if r["target_kind"] == "step")
+    assert [x for _, x in steps] == ["result p=0.3679"] * 2 + ["result p=0.3679", "result p=0.3679"]
+    # the line span is the old behaviour: whole steps
+    rec = RecordingScorer()
+    J.judge_step_confidence([t], rec)
+    assert [c for _, c in rec.calls] == t.steps
+    with pytest.raises(ValueError, match="span"):
+        J.judge_step_confidence([t], rec, span="tokens")
+
+
+def test_step_confidence_result_span_on_smollm2_prefers_the_right_result(smollm2):
+    """A real BPE model: its probability of an easy step's result, not of the step's wording, tells a
+    right step from a wrong one (multi-token numbers averaged per token)."""
+    backend = TransformersBackend(smollm2, device="cpu", batch_size=8)
+    prompt = "Q: Sam has 7 apples. Then Sam gets 5 more. How many apples does Sam have now?\n"
+    conf = {}
+    for result in ("12", "13", "75"):
+        t = J.Target(f"r{result}", "p1", "arith", "q", f"7+5={result}\n", [f"7+5={result}"], "12", prompt=prompt)
+        (row,) = [r for r in J.judge_step_confidence([t], backend, span="result").rows
+                  if r["target_kind"] == "response"]
+        conf[result] = row["score"]
+    assert conf["12"] > conf["13"] and conf["12"] > conf["75"], conf
+    assert conf["12"] > 0.5, conf
+
+
 def test_step_confidence_failures_are_named_not_labels(tmp_path):
     short = TransformersBackend(tiny_random_policy(tmp_path / "p", n_positions=24), device="cpu")
     long = J.Target("r1", "p1", "arith", "q", "1+2=3\n3*3=9\n9*2=18\nA: 18\n", ["1+2=3", "3*3=9", "9*2=18", "A: 18"],

@@ -69,6 +69,12 @@ class GenerationFailure:
     raw_output: str | None = None
 
 
+def names_other_model(cfg) -> bool:
+    """Whether a config with model/backend/base_url fields (label.judge, label.mc) names a model other
+    than the policy (any of the three set)."""
+    return bool(cfg.model or cfg.backend or cfg.base_url)
+
+
 def context_check(backend, margin_tokens: int = 0) -> Callable[[str], bool]:
     """Whether a text (prompt + continuation, as `score` sees it) fits the backend's context with
     `margin_tokens` to spare. Known for local models (their tokenizer and `max_positions`); a server

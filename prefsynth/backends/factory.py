@@ -61,6 +61,18 @@ def resolve_model(policy_dir: str, cfg: PolicyConfig) -> str:
     return policy_dir
 
 
+def other_model(params, model: str, cfg) -> tuple:
+    """(backend config, model) named by a config with model/backend/base_url fields (label.judge,
+    label.mc, critiques.confidence_critic): the policy (`params.policy`, `model`) unless it names another."""
+    from prefsynth.backends.base import names_other_model
+
+    if not names_other_model(cfg):
+        return params.policy, model  # one key for the policy's uses: one engine per worker for all of them
+    policy = dataclasses.replace(params.policy, backend=cfg.backend or params.policy.backend,
+                                 base_url=cfg.base_url or params.policy.base_url, model=cfg.model or model)
+    return policy, cfg.model or model
+
+
 def make_backend(cfg: PolicyConfig, model: str):
     """A new backend (a new engine: prefer `shared_backend` inside workers)."""
     if cfg.backend == "transformers":

@@ -24,6 +24,9 @@ class JudgeConfig:
     p_true_steps: bool = _f(True, "P(True) of every step prefix too, not only of the whole response.")
     step_confidence_max_responses: int | None = _f(2000, "Step confidence for the first N responses by id; null: "
                                                    "all.")
+    step_confidence_span: str = _f("line", "What of each step step confidence scores: line (the whole step) or result "
+                                   "(only the number it computes, after its last `=` or `A:`; a pretrained model's line "
+                                   "probability is mostly wording: benchmarks/step_confidence.py).")
     pointwise_max_responses: int | None = _f(64, "Likert judgements for the first N responses by id; null: all.")
     pairwise_max_pairs: int | None = _f(32, "A/B judgements (each in both orders) for N pairs (smallest pair ids); "
                                         "null: all.")
@@ -35,6 +38,9 @@ class JudgeConfig:
     def __post_init__(self):
         if self.mode not in ("score", "generate"):
             raise ValueError(f"label.judge.mode must be score or generate, got {self.mode!r}")
+        if self.step_confidence_span not in ("line", "result"):
+            raise ValueError(f"label.judge.step_confidence_span must be line or result, got "
+                             f"{self.step_confidence_span!r}")
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 One row per (response, critic): the critic's input (templates/critique.txt: problem + numbered
 steps), the critique text, the located first wrong step (null = correct), the true one where
-ground truth exists, and whether they match. Critics: `rule` (exact, arith) and `model` (any
-backend with the template; by default the tiny critic the `critic` stage trained). A model
+ground truth exists, and whether they match. Critics: `rule` (exact, arith), `model` (any
+backend with the template; by default the tiny critic the `critic` stage trained) and `confidence`
+(the policy that wrote the responses: its least likely step, no critic model). A model
 critique whose verdict does not parse is a dead letter with its raw text. metrics/critiques.json
 reports critique accuracy per critic; for the tiny critic also on the prompts it was not trained
 on (`critic.heldout_fraction`), since most responses' prompts were in its training set.
@@ -20,7 +21,7 @@ from pathlib import Path
 import apache_beam as beam
 
 from prefsynth.backends.base import SamplingParams
-from prefsynth.backends.factory import resolve_model
+from prefsynth.backends.factory import other_model, resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
@@ -38,6 +39,7 @@ from prefsynth.transforms.critiques import (
     rule_critiques,
 )
 from prefsynth.transforms.batching import DeterministicBatches
+from prefsynth.transforms.confidence_critic import CONFIDENCE, ConfidenceCritiqueBatch, confidence_rows
 from prefsynth.transforms.deadletters import DEAD, count_dropped
 from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt
 from prefsynth.transforms.model_handler import worker_total
@@ -46,8 +48,25 @@ STAGE = "critiques"
 log = logging.getLogger("prefsynth")
 
 
+def _first_responses(joined, cap: int | None, label: str, counter: str):
+    """The (response, prompt) pairs of the first `cap` responses by id (a model critic's costly part is
+    its model calls); the others are counted as dropped under `counter`. cap null: all."""
+    if not cap:
+        return joined
+    first = (joined | f"{label}Ids" >> beam.MapTuple(lambda resp, _: resp["response_id"])
+             | f"{label}First" >> beam.combiners.Top.Smallest(cap) | f"{label}Set" >> beam.Map(set))
+
+    def keep(pair, ids):
+        if pair[0]["response_id"] in ids:
+            return True
+        count_dropped(counter)
+        return False
+
+    return joined | f"{label}KeepFirst" >> beam.Filter(keep, beam.pvalue.AsSingleton(first))
+
+
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_path: str, critic_model: str | None,
-          out: dict[str, str]) -> None:
+          out: dict[str, str], policy_model: str | None = None) -> None:
     from apache_beam.ml.inference.base import RunInference
 
     cfg = params.critiques
@@ -63,18 +82,7 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
     if RULE in cfg.critics:
         rows.append(joined | "RuleCritic" >> beam.FlatMap(rule_critiques, template))
     if MODEL in cfg.critics:
-        to_critique = joined
-        if cfg.model_max_responses:  # generation is the costly part: the first N responses by id
-            first = (joined | "Ids" >> beam.MapTuple(lambda resp, _: resp["response_id"])
-                     | "First" >> beam.combiners.Top.Smallest(cfg.model_max_responses) | "Set" >> beam.Map(set))
-
-            def keep(pair, ids):
-                if pair[0]["response_id"] in ids:
-                    return True
-                count_dropped("model_beyond_max_responses")
-                return False
-
-            to_critique = joined | "KeepFirst" >> beam.Filter(keep, beam.pvalue.AsSingleton(first))
+        to_critique = _first_responses(joined, cfg.model_max_responses, "Model", "model_beyond_max_responses")
         sampling = SamplingParams(n=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         # the model critic's template is chosen where its tokenizer is known (critique_chat.txt for an
         # instruct critic) unless critiques.template names one
@@ -94,6 +102,24 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
         )
         rows.append(model_out.rows)
         dead.append(model_out[DEAD])
+    if CONFIDENCE in cfg.critics:
+        conf = cfg.confidence_critic
+        n_scored = count_rows(responses_path)
+        if conf.max_responses:
+            n_scored = min(n_scored, conf.max_responses)
+        policy, model = other_model(params, policy_model, conf)
+        scorer = ConfidenceCritiqueBatch(policy, model, conf, params.seed, STAGE, worker_total(n_scored, params.beam))
+        conf_out = (
+            _first_responses(joined, conf.max_responses, "Confidence", "confidence_beyond_max_responses")
+            | "ConfAsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"],
+                                                                  "pair": (resp, prompt)})
+            | "ConfBatch" >> DeterministicBatches(cfg.responses_per_batch, key="response_id")
+            | "ConfUnwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
+            | "ConfidenceCritic" >> RunInference(scorer.handler())
+            | "ConfidenceRows" >> beam.FlatMap(confidence_rows, STAGE, model, template).with_outputs(DEAD, main="rows")
+        )
+        rows.append(conf_out.rows)
+        dead.append(conf_out[DEAD])
     if not rows:
         rows.append(pipeline | "NoRows" >> beam.Create([]))
     if not dead:
@@ -123,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompts", default="data/prompts")
     ap.add_argument("--responses", default="data/responses")
     ap.add_argument("--critic", default="models/critic", help="the model critic when critiques.model_critic.model is null")
+    ap.add_argument("--policy", default="models/policy-0", help="the policy that wrote the responses: the confidence "
+                    "critic when critiques.confidence_critic.model is null")
     add_outputs(ap, out="data/critiques", dead="data/deadletter/critiques", metrics="metrics/critiques.json", reports=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -147,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
             "response_id": responses_table.column("response_id").to_pylist()}
     account = run_stage(
         STAGE, params.beam, {"critiques": Output(args.out, "critiques"), "dead": Output(args.dead, "dead_letters")},
-        "critiques", "dead", lambda p, out: build(p, params, args.prompts, args.responses, critic_model, out),
+        "critiques", "dead",
+        lambda p, out: build(p, params, args.prompts, args.responses, critic_model, out,
+                             resolve_model(args.policy, params.policy)),
         refs=refs, reports_dir=args.reports,
     )
     rows = read_records(args.out)

@@ -20,12 +20,11 @@ when it produced labels; dead when the judge failed or its output could not be p
 from __future__ import annotations
 
 import collections
-import dataclasses
 from pathlib import Path
 
 import apache_beam as beam
 
-from prefsynth.backends.factory import resolve_model
+from prefsynth.backends.factory import other_model, resolve_model
 from prefsynth.config import Params, load_params
 from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
@@ -39,16 +38,6 @@ from prefsynth.transforms.join import GroupByPrompt, responses_with_prompt
 from prefsynth.transforms.model_handler import worker_total
 
 STAGE = "label"
-
-
-def other_model(params: Params, model: str, cfg) -> tuple:
-    """(backend config, model) named by a config with model/backend/base_url fields (label.judge,
-    label.mc): the policy itself unless it names another."""
-    if not (cfg.model or cfg.backend or cfg.base_url):
-        return params.policy, model  # one key for the policy's uses: one engine per worker for all of them
-    policy = dataclasses.replace(params.policy, backend=cfg.backend or params.policy.backend,
-                                 base_url=cfg.base_url or params.policy.base_url, model=cfg.model or model)
-    return policy, cfg.model or model
 
 
 def judge_policy(params: Params, model: str) -> tuple:
@@ -224,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     prompts = {r["prompt_id"]: r for r in read_table(args.prompts).to_pylist()}
     counts = collections.Counter(r["labeler"] for r in labels)
     quality, plot_rows = quality_metrics(labels, self_judge=params.label.judge.model is None,
-                                         step_local=step_local_truth(labels, responses, prompts))
+                                         step_local=step_local_truth(labels, responses, prompts),
+                                         confidence_span=params.label.judge.step_confidence_span)
     write_reliability(args.plots, plot_rows)
     write_metrics(args.metrics, {"accounting": account.to_dict(), "labels_by_labeler": dict(sorted(counts.items())),
                                  "mc_completer": params.label.mc.model or "policy",

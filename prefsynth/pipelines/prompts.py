@@ -18,10 +18,9 @@ from prefsynth.schemas.io import WriteDataset, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.prompt_files import RawRecord, check_input_file, jsonl_ranges, read_jsonl_range, read_parquet_chunks
-from prefsynth.transforms.prompts import KEPT, POSITION_FIELDS, STAGE, KeepFirstById, ParsePrompt
+from prefsynth.transforms.prompts import EXTRA_STREAM, KEPT, POSITION_FIELDS, STAGE, KeepFirstById, ParsePrompt
 
 GENERATOR_CHUNK = 1000  # problems per generator work item
-EXTRA = "arith-extra"  # the train-only stream: its positions sort after the main stream's, so a copy keeps the first
 
 
 def _generate_chunk(work: tuple[str, int], params: Params) -> list[RawRecord]:
@@ -39,7 +38,7 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
         raw = (
             pipeline
             | "Chunks" >> beam.Create([("arith", i) for i in range(0, cfg.n_prompts, GENERATOR_CHUNK)]
-                                      + [(EXTRA, i) for i in range(0, cfg.extra_train_prompts, GENERATOR_CHUNK)])
+                                      + [(EXTRA_STREAM, i) for i in range(0, cfg.extra_train_prompts, GENERATOR_CHUNK)])
             | "Generate" >> beam.Map(_generate_chunk, params)
         )
     elif cfg.source in ("jsonl", "parquet"):

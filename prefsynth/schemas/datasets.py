@@ -137,8 +137,8 @@ CRITIQUES = pa.schema(
         pa.field("response_id", pa.string(), nullable=False),
         pa.field("prompt_id", pa.string(), nullable=False),
         pa.field("task", pa.string(), nullable=False),
-        pa.field("critic", pa.string(), nullable=False),  # rule | model
-        pa.field("critic_model", pa.string()),  # the model behind a model critic
+        pa.field("critic", pa.string(), nullable=False),  # rule | model | confidence
+        pa.field("critic_model", pa.string()),  # the model behind a model or confidence critic
         pa.field("problem", pa.string(), nullable=False),
         pa.field("steps", pa.list_(pa.string()), nullable=False),  # the critiqued response's steps
         pa.field("critic_prompt", pa.string(), nullable=False),  # the critic's input (templates/critique.txt)

@@ -15,7 +15,6 @@ TASKS = ["arith", "gsm8k", "math", "chat"]
 FINISH = ["stop", "length"]
 TARGET_KINDS = ["response", "step", "pair"]
 LEVELS = ["response", "step", "critique"]
-CRITICS = ["rule", "model"]
 
 
 def validation_frame(dataset: str, table: pa.Table) -> pd.DataFrame:
@@ -120,9 +119,11 @@ def expectations(dataset: str, refs: dict[str, list] | None = None) -> list:
         return [*key("example_id"), *required("prompt"), *fk("prompt_id", "prompt_id"),
                 E.ExpectColumnValuesToBeInSet(column="steps_match_labels", value_set=[True])]
     if dataset == "critiques":
+        from prefsynth.transforms.critiques import CRITICS  # the one list of critics
+
         return [*key("critique_id"), *required("response_id", "critic", "critic_prompt", "critique", "truth_known"),
                 *fk("prompt_id", "prompt_id"), *fk("response_id", "response_id"),
-                E.ExpectColumnValuesToBeInSet(column="critic", value_set=CRITICS),
+                E.ExpectColumnValuesToBeInSet(column="critic", value_set=list(CRITICS)),
                 E.ExpectColumnValuesToBeInSet(column="task", value_set=TASKS),
                 E.ExpectColumnValuesToBeBetween(column="predicted_first_wrong_step", min_value=0),
                 E.ExpectColumnValuesToBeBetween(column="true_first_wrong_step", min_value=0),

@@ -10,7 +10,8 @@ Critics:
   the ground truth, and a dataset in their own right;
 - `model`: any backend prompted with the critic template (prefsynth/templates/critique.txt by
   default); its output is parsed strictly, and an output that does not parse is a dead letter
-  with the raw text, never a critique with a None verdict.
+  with the raw text, never a critique with a None verdict;
+- `confidence`: no critic model, the policy's own least likely step (`confidence_critic.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from apache_beam.ml.inference.base import PredictionResult
 
 from prefsynth.backends.base import SamplingParams
 from prefsynth.ids import content_id, seed_for, unit_hash
+from prefsynth.transforms.confidence_critic import CONFIDENCE
 from prefsynth.transforms.model_handler import BatchProgress
 from prefsynth.prompting import chat_wrap, problem_text
 from prefsynth.tasks import get_task
@@ -34,7 +36,7 @@ from prefsynth.transforms.pairs import _pair, dedupe
 
 RULE, MODEL = "rule", "model"
 UNPARSEABLE = "unparseable"  # a prediction that could not be read: wrong under every accuracy
-CRITICS = (RULE, MODEL)
+CRITICS = (RULE, MODEL, CONFIDENCE)
 _VERDICT_RE = re.compile(r"^Verdict: (?:(correct)|step ([1-9]\d{0,3}))$")
 
 

@@ -158,7 +158,7 @@ class JudgeBatch(BatchProgress):
             if name == "p_true":
                 r = J.judge_p_true([i["target"] for i in items], backend, templates, cfg.p_true_steps)
             elif name == "step_confidence":
-                r = J.judge_step_confidence([i["target"] for i in items], backend)
+                r = J.judge_step_confidence([i["target"] for i in items], backend, cfg.step_confidence_span)
             elif name == "pointwise":
                 r = J.judge_pointwise([i["target"] for i in items], backend, templates, cfg.mode, self.seed,
                                       cfg.max_new_tokens)

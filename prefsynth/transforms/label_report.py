@@ -77,7 +77,8 @@ def step_local_truth(labels: list[dict], responses: dict[str, dict], prompts: di
     return out
 
 
-def quality_metrics(labels: list[dict], self_judge: bool, step_local: dict | None = None) -> tuple[dict, list[dict]]:
+def quality_metrics(labels: list[dict], self_judge: bool, step_local: dict | None = None,
+                    confidence_span: str = "line") -> tuple[dict, list[dict]]:
     """Every non-verifier labeler scored against the verifiers where they give ground truth.
 
     Returns (the `quality` metrics section, reliability-diagram rows). A labeler's `score` is read
@@ -85,13 +86,15 @@ def quality_metrics(labels: list[dict], self_judge: bool, step_local: dict | Non
     Step labels are scored twice: against "no error so far" (kind `step`, the verifier step label,
     what MC values estimate) and, given `step_local` (`step_local_truth`), against step-local
     correctness (kinds `step_local`, `step_local_op_lines`: what the P(True) question asks). Each
-    block names its truth (`truth`).
+    block names its truth (`truth`) and, for the self-evaluations, the question its score answers
+    (step confidence's depends on `confidence_span`, `label.judge.step_confidence_span`).
     """
     from prefsynth.step_local import TRUTHS
     from prefsynth.transforms.judges.p_true import QUESTIONS as P_TRUE_QUESTIONS
-    from prefsynth.transforms.judges.step_confidence import QUESTIONS as CONFIDENCE_QUESTIONS
+    from prefsynth.transforms.judges.step_confidence import QUESTIONS_BY_SPAN
 
-    questions = {JUDGE_LABELERS["p_true"]: P_TRUE_QUESTIONS, JUDGE_LABELERS["step_confidence"]: CONFIDENCE_QUESTIONS}
+    questions = {JUDGE_LABELERS["p_true"]: P_TRUE_QUESTIONS,
+                 JUDGE_LABELERS["step_confidence"]: QUESTIONS_BY_SPAN[confidence_span]}
 
     step_local = step_local or {}
     truth_r, truth_s = ground_truth(labels)

@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from prefsynth.backends.base import Backend, SamplingParams
+from prefsynth.backends.base import Backend, SamplingParams, names_other_model
 from prefsynth.ids import seed_for
 
 
@@ -77,7 +77,7 @@ class MCLabelConfig:
         which a different completer does not make (with one it costs F1: 0.93 -> 0.70 on validation)."""
         if self.bad_own_min is not None:
             return self.bad_own_min
-        return 0.0 if (self.model or self.backend or self.base_url) else 0.125
+        return 0.0 if names_other_model(self) else 0.125
 
     def __post_init__(self):
         if not (0.0 <= self.bad_value_max < 1.0 and 0.0 <= self.own_min <= 1.0):

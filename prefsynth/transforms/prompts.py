@@ -21,6 +21,9 @@ from prefsynth.transforms.prompt_files import RawRecord
 from prefsynth.transforms.prompt_records import SPLITS, PromptError, arith_record, file_record, parse_json_line
 
 STAGE = "prompts"
+# the train-only stream of extra arith problems (prompts.extra_train_prompts): its positions sort after the
+# main stream's, so a copy keeps the first
+EXTRA_STREAM = "arith-extra"
 KEPT = "kept."  # counters of records kept though odd (metrics/prompts.json names each)
 _KEPT_COUNTERS: dict = {}
 
@@ -70,7 +73,7 @@ class ParsePrompt(beam.DoFn):
             if isinstance(rec.payload, arith.ArithProblem):
                 out = arith_record(rec.payload, rec.where, self.seed, self.cfg.test_fraction,
                                    self.cfg.validation_fraction,
-                                   split="train" if rec.position[0] == "arith-extra" else None)
+                                   split="train" if rec.position[0] == EXTRA_STREAM else None)
             else:
                 obj = parse_json_line(rec.payload, rec.where) if isinstance(rec.payload, bytes) else rec.payload
                 out = file_record(obj, rec.where, self.cfg, self.seed, notes, self.renderer)

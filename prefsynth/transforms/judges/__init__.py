@@ -37,7 +37,8 @@ from prefsynth.transforms.judges.parsing import (RESULT_TAG, TICK_PREFILL, Judge
                                                  parse_questions, parse_verdict)
 from prefsynth.transforms.judges.p_true import judge_p_true, native_self_eval, p_true_prompts
 from prefsynth.transforms.judges.pointwise import judge_pointwise
-from prefsynth.transforms.judges.step_confidence import judge_step_confidence, step_spans
+from prefsynth.transforms.judges.step_confidence import (judge_step_confidence, judged_spans, result_split, step_confidences,
+                                                        step_spans)
 from prefsynth.transforms.judges.templates import (SHIPPED_TEMPLATES, TEMPLATE_FIELDS, Template, load_templates,
                                                    placeholders, to_jinja)
 from prefsynth.transforms.judges.tick import judge_tick
@@ -47,6 +48,6 @@ __all__ = [
     "TEMPLATE_FIELDS", "TICK_PREFILL", "YES_NO", "Failure", "JudgeParseError", "JudgeResult", "PairTarget",
     "PairVerdict", "Target", "Template", "backend_failure", "choice_probs", "combine_orders", "context_check",
     "drop_cut_line", "fmt_probs", "generate_greedy", "judge_p_true", "judge_pairwise", "judge_pointwise",
-    "judge_step_confidence", "judge_tick", "label_row", "load_templates", "make_pairs", "native_self_eval", "normalise", "p_true_prompts",
+    "judge_step_confidence", "judge_tick", "judged_spans", "result_split", "step_confidences", "label_row", "load_templates", "make_pairs", "native_self_eval", "normalise", "p_true_prompts",
     "parse_questions", "parse_verdict", "placeholders", "question_of", "response_of", "score_or_fail", "step_spans", "to_jinja",
 ]
