@@ -12,7 +12,8 @@ bootstrap intervals (prompts resampled). Rules:
     threshold   no reference: the first step below t, else `correct`; t chosen on validation, test once
 
 With `--critic models/critic` the tiny trained critic critiques the same responses (its generate
-verdict, as the critiques stage runs it), for a paired comparison. A check runs the stage's batch
+verdict, as the critiques stage runs it), for a paired comparison; a fixed guess (a wrong answer's
+first step, same reference) is the floor. A check runs the stage's batch
 function (`ConfidenceCritiqueBatch`) on the first responses and asserts it locates the same steps.
 
     .venv/bin/python benchmarks/confidence_critic.py --samples 8 --critic models/critic \
@@ -150,6 +151,10 @@ def main(argv=None) -> None:
         block = {"n_responses": len(responses), "n_scored": len(scored), "n_unscored": len(failures)}
         block["reference"] = summary(rows(lambda r: wrong[r["response_id"]], 0.5), args.boot)
         print(line(f"{split} reference", block["reference"]), flush=True)
+        # what locating buys over a fixed guess, given the same reference: always the first step
+        block["first_step_baseline"] = summary(
+            [(r["prompt_id"], 0 if wrong[r["response_id"]] else None, truth[r["response_id"]]) for r in scored], args.boot)
+        print(line(f"{split} baseline: step 1", block["first_step_baseline"]), flush=True)
         if split == "validation":  # the no-reference threshold, chosen here
             by_t = {t: summary(rows(lambda r: None, t), args.boot) for t in grid}
             best_t = max(grid, key=lambda t: (by_t[t]["located_all"], -t))

@@ -32,7 +32,7 @@ SMALL = {
               "judge": {"p_true_max_responses": 8, "step_confidence_max_responses": 8, "pointwise_max_responses": 4,
                         "pairwise_max_pairs": 4, "tick_max_prompts": 1, "tick_max_questions": 3, "max_new_tokens": 48,
                         "items_per_batch": 16}},
-    "critiques": {"model_max_responses": 4, "max_new_tokens": 64},
+    "critiques": {"model_max_responses": 4, "max_new_tokens": 64, "confidence_critic": {"max_responses": 4}},
     "pairs": {"upo": {"passes": 2, "head_steps": 20, "max_length": 256}},
     "train": {"max_steps": 2, "batch_size": 2, "max_length": 384},
     "evaluate": {"max_prompts": 2, "k": 2, "max_new_tokens": 96},
@@ -121,8 +121,23 @@ def check_chain(project: Path, smollm2: str) -> None:
 
     # critiques by SmolLM2 are parsed (rows) or dead letters with the raw text, never lost
     crit = m("round-1/critiques.json")
-    assert crit["critic_model"] == smollm2 and crit["accounting"]["n_in"] == 16  # one unit per response
-    assert crit["critiques_by_critic"].get("model", 0) + crit["accounting"]["n_dead"] == 4  # model_max_responses
+    assert crit["critic_model"] == smollm2 and crit["accounting"]["n_in"] == 32  # one unit per (response, critic)
+    conf = [r for r in read_records(str(project / "data/round-1/critiques")) if r["critic"] == "confidence"]
+    dead = read_records(str(project / "data/round-1/deadletter/critiques"))
+    assert crit["critiques_by_critic"].get("model", 0) + crit["critiques_by_critic"].get("confidence", 0) \
+        + crit["accounting"]["n_dead"] == 4 + 4  # model_max_responses, confidence_critic.max_responses
+    # the confidence critic on SmolLM2's GSM8K solutions: the reference decides right vs wrong, a wrong
+    # answer gets a located step and the critique says which
+    from prefsynth.tasks import get_task
+
+    gsm8k = get_task("gsm8k")
+    refs = {r["prompt_id"]: r["reference_answer"] for r in read_records(str(project / "data/prompts"))}
+    texts = {r["response_id"]: r["text"] for r in read_records(str(project / "data/round-1/responses"))}
+    assert conf or any("confidence critic" in d["message"] for d in dead)
+    for r in conf:
+        wrong = not gsm8k.answers_match(gsm8k.extract_answer(texts[r["response_id"]]), refs[r["prompt_id"]])
+        assert (r["predicted_first_wrong_step"] is not None) == wrong, r["critique"]
+        assert r["critic_model"] == smollm2 and r["critique"].rstrip().split("\n")[-1].startswith("Verdict: ")
 
     # pairs: loadable by datasets, conversational views accepted by TRL with the real template
     import datasets

@@ -143,8 +143,8 @@ def confidence_rows(result: PredictionResult, stage: str, critic_model: str, tem
 
     (resp, prompt), out = result.example, result.inference
     if isinstance(out, Failure):
-        yield emit_dead(stage, resp["response_id"], out.error_type, out.message, raw_input=out.raw_input,
-                        raw_output=out.raw_output)
+        yield emit_dead(stage, resp["response_id"], out.error_type, f"confidence critic: {out.message}",
+                        raw_input=out.raw_input, raw_output=out.raw_output)
         return
     text, located = out
     assert parse_verdict(text, len(resp["steps"])) == located, text  # the verdict line says what was decided
