@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefsynth.config.fields import option as _f
+from prefsynth.config.label import STEP_CONFIDENCE_SPANS
 from prefsynth.config.runner import PolicyConfig
 
 
@@ -26,7 +27,7 @@ class ConfidenceCriticConfig:
     max_responses: int | None = _f(2000, "Confidence critiques for the first N responses by id (null: all).")
 
     def __post_init__(self):
-        if self.span not in ("line", "result"):
+        if self.span not in STEP_CONFIDENCE_SPANS:
             raise ValueError(f"critiques.confidence_critic.span must be line or result, got {self.span!r}")
         if not 0.0 <= self.threshold <= 1.0 or self.recompute_tokens < 0:
             raise ValueError("critiques.confidence_critic: threshold must lie in [0, 1] and recompute_tokens be >= 0, "

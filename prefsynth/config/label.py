@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from prefsynth.config.fields import option as _f
 from prefsynth.transforms.mc_labels import MCLabelConfig
 
+# what of a step step confidence scores (the judge's and the confidence critic's `span`)
+STEP_CONFIDENCE_SPANS = ("line", "result")
+
 
 @dataclass
 class JudgeConfig:
@@ -38,7 +41,7 @@ class JudgeConfig:
     def __post_init__(self):
         if self.mode not in ("score", "generate"):
             raise ValueError(f"label.judge.mode must be score or generate, got {self.mode!r}")
-        if self.step_confidence_span not in ("line", "result"):
+        if self.step_confidence_span not in STEP_CONFIDENCE_SPANS:
             raise ValueError(f"label.judge.step_confidence_span must be line or result, got "
                              f"{self.step_confidence_span!r}")
 

@@ -65,10 +65,27 @@ def _first_responses(joined, cap: int | None, label: str, counter: str):
     return joined | f"{label}KeepFirst" >> beam.Filter(keep, beam.pvalue.AsSingleton(first))
 
 
-def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_path: str, critic_model: str | None,
-          out: dict[str, str], policy_model: str | None = None) -> None:
+def _run_critic(pairs, batch_fn, per_batch: int, label: str):
+    """(response, prompt) pairs -> the critic's PredictionResults: deterministic batches by response id
+    through RunInference (the critic's model loads once per worker)."""
     from apache_beam.ml.inference.base import RunInference
 
+    return (pairs
+            | f"{label}AsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"],
+                                                                      "pair": (resp, prompt)})
+            | f"{label}Batch" >> DeterministicBatches(per_batch, key="response_id")
+            | f"{label}Unwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
+            | f"{label}Critic" >> RunInference(batch_fn.handler()))
+
+
+def _n_first(responses_path: str, cap: int | None) -> int:
+    """How many responses a critic capped at `cap` (null: none) sees: its progress total."""
+    n = count_rows(responses_path)
+    return min(n, cap) if cap else n
+
+
+def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_path: str, critic_model: str | None,
+          out: dict[str, str], policy_model: str | None = None) -> None:
     cfg = params.critiques
     template = load_template(cfg.template)
     joined = (
@@ -86,36 +103,23 @@ def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, responses_
         sampling = SamplingParams(n=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         # the model critic's template is chosen where its tokenizer is known (critique_chat.txt for an
         # instruct critic) unless critiques.template names one
-        n_critiqued = count_rows(responses_path)
-        if cfg.model_max_responses:
-            n_critiqued = min(n_critiqued, cfg.model_max_responses)
         critic = CritiqueBatch(cfg.model_critic, critic_model, template if cfg.template else None, sampling,
                                params.seed, verdict=cfg.verdict, template_path=cfg.template, stage=STAGE,
-                               total=worker_total(n_critiqued, params.beam))
+                               total=worker_total(_n_first(responses_path, cfg.model_max_responses), params.beam))
         model_out = (
-            to_critique
-            | "AsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"], "pair": (resp, prompt)})
-            | "Batch" >> DeterministicBatches(cfg.responses_per_batch, key="response_id")
-            | "Unwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
-            | "ModelCritic" >> RunInference(critic.handler())
+            _run_critic(to_critique, critic, cfg.responses_per_batch, "Model")
             | "ModelRows" >> beam.ParDo(ToModelCritiques(STAGE, critic_model)).with_outputs(DEAD, main="rows")
         )
         rows.append(model_out.rows)
         dead.append(model_out[DEAD])
     if CONFIDENCE in cfg.critics:
         conf = cfg.confidence_critic
-        n_scored = count_rows(responses_path)
-        if conf.max_responses:
-            n_scored = min(n_scored, conf.max_responses)
         policy, model = other_model(params, policy_model, conf)
-        scorer = ConfidenceCritiqueBatch(policy, model, conf, params.seed, STAGE, worker_total(n_scored, params.beam))
+        scorer = ConfidenceCritiqueBatch(policy, model, conf, params.seed, STAGE,
+                                         worker_total(_n_first(responses_path, conf.max_responses), params.beam))
+        to_score = _first_responses(joined, conf.max_responses, "Confidence", "confidence_beyond_max_responses")
         conf_out = (
-            _first_responses(joined, conf.max_responses, "Confidence", "confidence_beyond_max_responses")
-            | "ConfAsDict" >> beam.MapTuple(lambda resp, prompt: {"response_id": resp["response_id"],
-                                                                  "pair": (resp, prompt)})
-            | "ConfBatch" >> DeterministicBatches(cfg.responses_per_batch, key="response_id")
-            | "ConfUnwrap" >> beam.Map(lambda batch: [b["pair"] for b in batch])
-            | "ConfidenceCritic" >> RunInference(scorer.handler())
+            _run_critic(to_score, scorer, cfg.responses_per_batch, "Confidence")
             | "ConfidenceRows" >> beam.FlatMap(confidence_rows, STAGE, model, template).with_outputs(DEAD, main="rows")
         )
         rows.append(conf_out.rows)

@@ -95,7 +95,7 @@ class ConfidenceCritiqueBatch(BatchProgress):
         return BackendModelHandler(self.policy, self.model, self, self.stage)
 
     def __call__(self, batch: Sequence[tuple[dict, dict]], model) -> list[PredictionResult]:
-        from prefsynth.transforms.judges import judged_spans, step_confidences
+        from prefsynth.transforms.judges import step_confidences, step_spans
         from prefsynth.transforms.label_beam import judge_target
 
         cfg = self.cfg
@@ -113,9 +113,8 @@ class ConfidenceCritiqueBatch(BatchProgress):
             at = locate(lines, wrong, cfg.threshold)
             decided.append((lines, wrong, at))
             if at is not None and cfg.recompute_tokens:
-                # the line span redoes the whole step; the result span only its result, after the step's head
-                context = next(c for i, c, _ in judged_spans(t, "line") if i == at)
-                redo_at.append((k, context))
+                # whichever span was scored, the model redoes the whole step from the steps before it
+                redo_at.append((k, step_spans(t)[at][0]))
         redos: dict[int, str] = {}
         if redo_at:
             sampling = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.recompute_tokens, stop=("\n",))

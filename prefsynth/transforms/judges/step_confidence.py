@@ -32,6 +32,7 @@ import math
 import re
 from typing import Sequence
 
+from prefsynth.config.label import STEP_CONFIDENCE_SPANS as SPANS
 from prefsynth.transforms.judges.base import (
     LABELERS,
     Failure,
@@ -56,8 +57,6 @@ RESULT_QUESTIONS = {
 }
 QUESTIONS_BY_SPAN = {"line": QUESTIONS, "result": RESULT_QUESTIONS}
 
-
-SPANS = ("line", "result")
 
 # the number a step computes: after its last `=` (a calculator annotation `<<48/2=24>>24` included) or
 # after an answer marker; the last match wins, so `3*3=9` scores `9` and `A: 9` scores `9`
