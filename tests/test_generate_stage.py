@@ -23,14 +23,14 @@ def world(tmp_path_factory):
     return root, policy
 
 
-def _generate(root: Path, policy_dir: str, name: str, **groups) -> tuple[Path, dict]:
+def _generate(root: Path, policy_dir: str, name: str, iteration: int = 0, **groups) -> tuple[Path, dict]:
     cfg = {"seed": 3, "generate": {"n": 3, "max_new_tokens": 12, "split": "all", **groups.pop("generate", {})},
            **groups}
     params = write_params(root / f"{name}.json", cfg)
     out = root / name
     generate.main(["--params", params, "--prompts", str(root / "prompts"), "--policy", policy_dir,
                    "--out", str(out / "responses"), "--dead", str(out / "dead"), "--metrics", str(out / "m.json"),
-                   "--reports", str(out / "reports")])
+                   "--reports", str(out / "reports"), "--iteration", str(iteration)])
     return out, json.loads((out / "m.json").read_text())
 
 
@@ -106,3 +106,27 @@ def test_server_failures_become_dead_letters_with_the_raw_body(world):
     dead = read_records(str(out / "dead"))
     assert all("GPU fell off the bus" in d["raw_output"] for d in dead)
     assert server.hits == 8  # every request tried twice
+
+
+def test_fresh_prompts_per_round_give_each_round_its_own_block_by_id(world):
+    """generate.fresh_prompts_per_round: round r samples prompts (r-1)*N+1 .. r*N in id order, so
+    three rounds of 20 cover the 60 prompts once each; a round past the split's end is an error
+    naming the numbers, not a short round."""
+    root, policy = world
+    all_ids = sorted({r["prompt_id"] for r in read_records(str(root / "prompts"))})
+    blocks = []
+    for it in (1, 2, 3):
+        out, m = _generate(root, policy, f"fresh{it}", iteration=it,
+                           generate={"max_prompts": 20, "n": 1, "fresh_prompts_per_round": True})
+        acc = m["accounting"]
+        assert acc["n_in"] == 20 and acc["n_out"] == 20 and acc["balanced"]
+        blocks.append(sorted({r["prompt_id"] for r in read_records(str(out / "responses"))}))
+    assert blocks == [all_ids[0:20], all_ids[20:40], all_ids[40:60]]
+    # without the flag every round samples the first block
+    out, _ = _generate(root, policy, "same2", iteration=2, generate={"max_prompts": 20, "n": 1})
+    assert sorted({r["prompt_id"] for r in read_records(str(out / "responses"))}) == blocks[0]
+    with pytest.raises(ValueError, match=r"round 4 needs all prompts 61-80 by id, but the split has 60"):
+        _generate(root, policy, "fresh4", iteration=4,
+                  generate={"max_prompts": 20, "n": 1, "fresh_prompts_per_round": True})
+    with pytest.raises(ValueError, match="needs generate.max_prompts"):
+        _generate(root, policy, "fresh_all", iteration=1, generate={"fresh_prompts_per_round": True})

@@ -149,6 +149,17 @@ def test_mcts_stage_on_the_embedded_world(tmp_path):
     from prefsynth.schemas.io import dataset_files
     assert [Path(f).read_bytes() for f in dataset_files(str(tmp_path / "trees"))] == \
            [Path(f).read_bytes() for f in dataset_files(str(tmp_path / "trees2"))]
+    # mcts.fresh_prompts_per_round: round 2 searches the next 8 prompts by id, none of round 1's
+    from prefsynth.schemas.io import read_records
+    params3 = write_params(tmp_path / "p3.json", {**json.loads(open(params).read()),
+                                                  "mcts": {**json.loads(open(params).read())["mcts"],
+                                                           "fresh_prompts_per_round": True}})
+    mcts.main(["--params", params3, "--reports", str(tmp_path / "reports"), "--prompts", str(tmp_path / "prompts"),
+               "--policy", policy, "--responses", str(tmp_path / "none"), "--out", str(tmp_path / "trees3"),
+               "--dead", str(tmp_path / "dead3"), "--metrics", str(tmp_path / "m3.json"), "--iteration", "2"])
+    all_ids = sorted({r["prompt_id"] for r in read_records(str(tmp_path / "prompts"))})
+    assert sorted({r["prompt_id"] for r in read_records(str(tmp_path / "trees"))}) == all_ids[:8]
+    assert sorted({r["prompt_id"] for r in read_records(str(tmp_path / "trees3"))}) == all_ids[8:16]
 
 
 def test_step_confidence_reward_is_the_steps_least_likely_token_and_asks_nothing(backend):

@@ -21,20 +21,22 @@ from prefsynth.tasks import get_task
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.mcts_beam import SearchBatch, SearchTrees
 from prefsynth.transforms.model_handler import worker_total
-from prefsynth.transforms.prompts import SelectPrompts, selected_count
+from prefsynth.transforms.prompts import SelectPrompts, round_block_offset, selected_count, split_size
 
 STAGE = "mcts"
 
 
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str, tag: str,
-          out: dict[str, str]) -> None:
+          out: dict[str, str], iteration: int = 0) -> None:
     m = params.mcts
-    total = worker_total(selected_count(prompts_path, m.split, m.max_prompts), params.beam)
+    offset = round_block_offset(STAGE, m.split, m.max_prompts, m.fresh_prompts_per_round, iteration,
+                                split_size(prompts_path, m.split))
+    total = worker_total(selected_count(prompts_path, m.split, m.max_prompts, offset), params.beam)
     searcher = SearchBatch(params.policy, model, m.search, params.seed, tag, total=total)
     searched = (
         pipeline
         | "ReadPrompts" >> ReadDataset(prompts_path)
-        | "Select" >> SelectPrompts(m.split, m.max_prompts)
+        | "Select" >> SelectPrompts(m.split, m.max_prompts, offset)
         | "Search" >> SearchTrees(searcher, m.trees_per_batch)
     )
     searched.rows | "WriteTrees" >> WriteDataset(out["trees"], "tree_nodes", STAGE, m.num_shards)
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts_table = read_table(args.prompts)
     account = run_stage(
         STAGE, params.beam, {"trees": Output(args.out, "tree_nodes"), "dead": Output(args.dead, "dead_letters")},
-        "trees", "dead", lambda p, out: build(p, params, args.prompts, model, tag, out),
+        "trees", "dead", lambda p, out: build(p, params, args.prompts, model, tag, out, args.iteration),
         count_out=lambda staged: count_distinct(staged["trees"], "prompt_id"),
         refs={"prompt_id": prompts_table.column("prompt_id").to_pylist()},
         reports_dir=args.reports,

@@ -137,38 +137,68 @@ class KeepFirstById:
 
 
 class SelectPrompts(beam.PTransform):
-    """Prompts of one split (or all), limited to the first `max_prompts` by id: a subset that is
-    the same whatever the runner."""
+    """Prompts of one split (or all), limited to `max_prompts` by id, skipping the first `offset`
+    (a round's own block of fresh prompts): a subset that is the same whatever the runner."""
 
-    def __init__(self, split: str, max_prompts: int | None):
+    def __init__(self, split: str, max_prompts: int | None, offset: int = 0):
         super().__init__()
         if split not in (*SPLITS, "all"):
             raise ValueError(f"params.yaml: split must be one of {', '.join(SPLITS)} or all, got {split!r}")
-        self.split, self.max_prompts = split, max_prompts
+        if offset and not max_prompts:
+            raise ValueError("params.yaml: a block of prompts past the first (offset) needs max_prompts")
+        self.split, self.max_prompts, self.offset = split, max_prompts, offset
 
     def expand(self, prompts):
         if self.split != "all":
             prompts = prompts | "OfSplit" >> beam.Filter(lambda r, s: r["split"] == s, self.split)
         if self.max_prompts:
-            first_ids = (
+            block_ids = (
                 prompts
                 | "Ids" >> beam.Map(lambda r: r["prompt_id"])
-                | "FirstIds" >> beam.combiners.Top.Smallest(self.max_prompts)
-                | "AsSet" >> beam.Map(set)
+                | "FirstIds" >> beam.combiners.Top.Smallest(self.offset + self.max_prompts)
+                | "Block" >> beam.Map(lambda ids, start: set(ids[start:]), self.offset)  # Smallest is sorted
             )
-            prompts = prompts | "KeepFirst" >> beam.Filter(lambda r, ids: r["prompt_id"] in ids,
-                                                           beam.pvalue.AsSingleton(first_ids))
+            prompts = prompts | "KeepBlock" >> beam.Filter(lambda r, ids: r["prompt_id"] in ids,
+                                                           beam.pvalue.AsSingleton(block_ids))
         return prompts
 
 
-def selected_count(prompts_path: str, split: str, max_prompts: int | None) -> int | None:
-    """How many prompts `SelectPrompts(split, max_prompts)` keeps (for a progress total); None when
-    the prompts cannot be read here (e.g. a remote path the driver cannot list)."""
+def round_block_offset(stage: str, split: str, max_prompts: int | None, fresh_per_round: bool,
+                       iteration: int, available: int | None) -> int:
+    """Where round `iteration`'s prompts start in the split's id order: 0, or with
+    `fresh_prompts_per_round` the (iteration-1)-th block of `max_prompts`, so each round samples
+    prompts no earlier round saw. A split too small for the round's whole block is an error naming
+    the numbers (a short last round would be a different experiment)."""
+    if not fresh_per_round:
+        return 0
+    if not max_prompts:
+        raise ValueError(f"params.yaml: {stage}.fresh_prompts_per_round needs {stage}.max_prompts "
+                         "(the size of each round's block)")
+    offset = max(iteration - 1, 0) * max_prompts
+    if available is not None and available < offset + max_prompts:
+        raise ValueError(
+            f"params.yaml: {stage}.fresh_prompts_per_round: round {max(iteration, 1)} needs {split} prompts "
+            f"{offset + 1}-{offset + max_prompts} by id, but the split has {available}; raise "
+            f"prompts.extra_train_prompts or lower {stage}.max_prompts")
+    return offset
+
+
+def selected_count(prompts_path: str, split: str, max_prompts: int | None, offset: int = 0) -> int | None:
+    """How many prompts `SelectPrompts(split, max_prompts, offset)` keeps (for a progress total);
+    None when the prompts cannot be read here (e.g. a remote path the driver cannot list)."""
+    n = split_size(prompts_path, split)
+    if n is None:
+        return None
+    n = max(n - offset, 0)
+    return min(n, max_prompts) if max_prompts else n
+
+
+def split_size(prompts_path: str, split: str) -> int | None:
+    """Prompts in one split (or all); None when the prompts cannot be read here."""
     from prefsynth.schemas.io import read_table
 
     try:
         splits = read_table(prompts_path, columns=["split"]).column("split").to_pylist()
     except Exception:  # noqa: BLE001 - a progress total is a nicety, never a failure
         return None
-    n = len(splits) if split == "all" else sum(s == split for s in splits)
-    return min(n, max_prompts) if max_prompts else n
+    return len(splits) if split == "all" else sum(s == split for s in splits)
