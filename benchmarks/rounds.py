@@ -59,11 +59,35 @@ def run_seed(project: Path, rounds: int, seed: int, overrides: list[str]) -> dic
                                  ("test", ev["policies"])):
                 if f"policy-{r}" in block:
                     row[split] = {"policy_0": block["policy-0"][METRIC],
-                                  "policy_r": block[f"policy-{r}"][METRIC]}
+                                  "policy_r": block[f"policy-{r}"][METRIC],
+                                  # what else moves: a sharper policy lifts greedy and maj@k, a
+                                  # better one lifts the sample accuracy and pass@k too
+                                  "other": {p: _other_metrics(block[p]) for p in ("policy-0", f"policy-{r}")}}
             per_round.append(row)
     finally:  # each run starts from the user's params.yaml
         path.write_text(original)
     return {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "rounds": per_round}
+
+
+def _other_metrics(policy: dict) -> dict:
+    return {k: v for k, v in policy.items() if k == "sample_accuracy" or k.startswith(("pass_at_", "maj_at_"))}
+
+
+def other_table(runs: list[dict], split: str) -> str | None:
+    """Mean over seeds of sample accuracy, maj@k and pass@k per round (runs that recorded them)."""
+    rows = []
+    for r in range(0, max(len(run["rounds"]) for run in runs) + 1):
+        got = [run["rounds"][max(r - 1, 0)].get(split, {}).get("other") for run in runs
+               if len(run["rounds"]) >= max(r, 1)]
+        got = [g[f"policy-{r}" if r else "policy-0"] for g in got if g]
+        if got:
+            rows.append((r, {k: mean_ci([g[k] for g in got])["mean"] for k in got[0]}))
+    if not rows:
+        return None
+    keys = list(rows[0][1])
+    lines = [f"{split} split, mean over seeds", f"{'round':<9}" + "".join(f"{k:>18}" for k in keys)]
+    lines += [f"{r:<9}" + "".join(f"{v[k]:>18.3f}" for k in keys) for r, v in rows]
+    return "\n".join(lines)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -129,6 +153,11 @@ def print_tables(runs: list[dict]) -> None:
     for split in ("validation", "test"):
         print(table(summary, split))
         print()
+    for split in ("validation", "test"):
+        other = other_table(runs, split)
+        if other:
+            print(other)
+            print()
 
 
 def main(argv: list[str] | None = None) -> None:
