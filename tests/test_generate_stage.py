@@ -122,6 +122,14 @@ def test_fresh_prompts_per_round_give_each_round_its_own_block_by_id(world):
         assert acc["n_in"] == 20 and acc["n_out"] == 20 and acc["balanced"]
         blocks.append(sorted({r["prompt_id"] for r in read_records(str(out / "responses"))}))
     assert blocks == [all_ids[0:20], all_ids[20:40], all_ids[40:60]]
+    # the progress total the stage gives its workers is the block's size, read in one pass
+    from prefsynth.transforms.prompts import select_round_prompts
+
+    for it, expected in ((3, 20), (0, 20)):
+        select, count = select_round_prompts("generate", str(root / "prompts"), "all", 20, True, it)
+        assert count == expected and select.offset == 20 * max(it - 1, 0)
+    assert select_round_prompts("generate", str(root / "prompts"), "all", None, False, 2)[1] == 60
+    assert select_round_prompts("generate", str(root / "nowhere"), "all", 20, False, 1)[1] is None
     # without the flag every round samples the first block
     out, _ = _generate(root, policy, "same2", iteration=2, generate={"max_prompts": 20, "n": 1})
     assert sorted({r["prompt_id"] for r in read_records(str(out / "responses"))}) == blocks[0]

@@ -21,7 +21,7 @@ from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.checkpoints import BatchCheckpoints
 from prefsynth.transforms.generate import GenerateBatch, GenerateResponses
 from prefsynth.transforms.model_handler import worker_total
-from prefsynth.transforms.prompts import SelectPrompts, round_block_offset, selected_count, split_size
+from prefsynth.transforms.prompts import select_round_prompts
 
 STAGE = "generate"
 
@@ -35,14 +35,10 @@ def sampling_params(params: Params) -> SamplingParams:
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str, policy_name: str,
           iteration: int, out: dict[str, str], resume_dir: str | None = None) -> None:
     g = params.generate
-    offset = round_block_offset(STAGE, g.split, g.max_prompts, g.fresh_prompts_per_round, iteration,
-                                split_size(prompts_path, g.split))
-    prompts = (
-        pipeline
-        | "ReadPrompts" >> ReadDataset(prompts_path)
-        | "Select" >> SelectPrompts(g.split, g.max_prompts, offset)
-    )
-    total = worker_total(selected_count(prompts_path, g.split, g.max_prompts, offset), params.beam)
+    select, selected = select_round_prompts(STAGE, prompts_path, g.split, g.max_prompts,
+                                            g.fresh_prompts_per_round, iteration)
+    prompts = pipeline | "ReadPrompts" >> ReadDataset(prompts_path) | "Select" >> select
+    total = worker_total(selected, params.beam)
     batches = GenerateBatch(params.policy, model, sampling_params(params), params.seed, g.truncate_long_prompts,
                             STAGE, resume_dir, total=total)
     generated = prompts | "Generate" >> GenerateResponses(batches, policy_name, iteration, params.policy.backend)

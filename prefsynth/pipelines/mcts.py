@@ -21,7 +21,7 @@ from prefsynth.tasks import get_task
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.mcts_beam import SearchBatch, SearchTrees
 from prefsynth.transforms.model_handler import worker_total
-from prefsynth.transforms.prompts import SelectPrompts, round_block_offset, selected_count, split_size
+from prefsynth.transforms.prompts import select_round_prompts
 
 STAGE = "mcts"
 
@@ -29,14 +29,14 @@ STAGE = "mcts"
 def build(pipeline: beam.Pipeline, params: Params, prompts_path: str, model: str, tag: str,
           out: dict[str, str], iteration: int = 0) -> None:
     m = params.mcts
-    offset = round_block_offset(STAGE, m.split, m.max_prompts, m.fresh_prompts_per_round, iteration,
-                                split_size(prompts_path, m.split))
-    total = worker_total(selected_count(prompts_path, m.split, m.max_prompts, offset), params.beam)
+    select, selected = select_round_prompts(STAGE, prompts_path, m.split, m.max_prompts,
+                                            m.fresh_prompts_per_round, iteration)
+    total = worker_total(selected, params.beam)
     searcher = SearchBatch(params.policy, model, m.search, params.seed, tag, total=total)
     searched = (
         pipeline
         | "ReadPrompts" >> ReadDataset(prompts_path)
-        | "Select" >> SelectPrompts(m.split, m.max_prompts, offset)
+        | "Select" >> select
         | "Search" >> SearchTrees(searcher, m.trees_per_batch)
     )
     searched.rows | "WriteTrees" >> WriteDataset(out["trees"], "tree_nodes", STAGE, m.num_shards)

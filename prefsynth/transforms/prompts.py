@@ -183,14 +183,22 @@ def round_block_offset(stage: str, split: str, max_prompts: int | None, fresh_pe
     return offset
 
 
-def selected_count(prompts_path: str, split: str, max_prompts: int | None, offset: int = 0) -> int | None:
-    """How many prompts `SelectPrompts(split, max_prompts, offset)` keeps (for a progress total);
-    None when the prompts cannot be read here (e.g. a remote path the driver cannot list)."""
-    n = split_size(prompts_path, split)
-    if n is None:
+def selected_count(available: int | None, max_prompts: int | None, offset: int = 0) -> int | None:
+    """How many of `available` prompts `SelectPrompts(split, max_prompts, offset)` keeps (for a
+    progress total); None when the split's size is unknown here."""
+    if available is None:
         return None
-    n = max(n - offset, 0)
+    n = max(available - offset, 0)
     return min(n, max_prompts) if max_prompts else n
+
+
+def select_round_prompts(stage: str, prompts_path: str, split: str, max_prompts: int | None,
+                         fresh_per_round: bool, iteration: int) -> tuple[SelectPrompts, int | None]:
+    """The prompts a stage reads in round `iteration`: the SelectPrompts transform and how many it
+    keeps (None when the prompts cannot be read here). Reads the split column once."""
+    available = split_size(prompts_path, split)
+    offset = round_block_offset(stage, split, max_prompts, fresh_per_round, iteration, available)
+    return SelectPrompts(split, max_prompts, offset), selected_count(available, max_prompts, offset)
 
 
 def split_size(prompts_path: str, split: str) -> int | None:
