@@ -14,6 +14,7 @@ over seeds with a 95% t-interval; `*` = the interval excludes 0.
     python benchmarks/rounds.py --rounds 3 --seeds 3
     python benchmarks/rounds.py --rounds 3 --seeds 3 --set train.epochs=3   # a training setting for every round
     python benchmarks/rounds.py --summarise benchmarks/out/rounds.json
+    python benchmarks/rounds.py --compare dpo.json rft.json   # A - B per round, paired by seed
 
 Run from the repository root after a `dvc repro` (round 1's shared stages come from the cache).
 Results also go to benchmarks/out/rounds.json, and the per-round accuracy to rounds.csv beside it
@@ -148,6 +149,34 @@ def accuracy_csv(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare(a: list[dict], b: list[dict]) -> dict:
+    """Per round and split: A's accuracy minus B's, paired by seed (seeds both runs have)."""
+    by_seed = {run["seed"]: run for run in b}
+    out = {}
+    for r in range(1, max(len(run["rounds"]) for run in a) + 1):
+        res = {}
+        for split in ("validation", "test"):
+            diffs = [run["rounds"][r - 1][split]["policy_r"] - by_seed[run["seed"]]["rounds"][r - 1][split]["policy_r"]
+                     for run in a if run["seed"] in by_seed and len(run["rounds"]) >= r
+                     and len(by_seed[run["seed"]]["rounds"]) >= r
+                     and split in run["rounds"][r - 1] and split in by_seed[run["seed"]]["rounds"][r - 1]]
+            if diffs:
+                block = mean_ci(diffs)
+                block["significant"] = significant(block["ci95"])
+                res[split] = block
+        out[f"round-{r}"] = res
+    return out
+
+
+def compare_table(diff: dict, a_name: str, b_name: str) -> str:
+    lines = [f"{a_name} - {b_name} ({METRIC}, paired by seed; points, mean ± 95% interval; * = excludes 0)",
+             f"{'round':<9}{'validation':>18}{'test':>18}{'seeds':>7}"]
+    for name, res in diff.items():
+        n = max((blk["n_seeds"] for blk in res.values()), default=0)
+        lines.append(f"{name:<9}{fmt_delta(res.get('validation')):>18}{fmt_delta(res.get('test')):>18}{n:>7}")
+    return "\n".join(lines)
+
+
 def print_tables(runs: list[dict]) -> None:
     summary = summarise(runs)
     for split in ("validation", "test"):
@@ -172,7 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--summarise", metavar="FILE", help="only print the tables of a saved run (and write its CSV "
                     "beside it with --csv)")
     ap.add_argument("--csv", metavar="FILE", help="with --summarise: write the per-round accuracy CSV here")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="only print A - B per round of two saved "
+                    "runs, paired by seed")
     args = ap.parse_args(argv)
+    if args.compare:
+        a, b = (json.loads(Path(f).read_text())["runs"] for f in args.compare)
+        print(compare_table(compare(a, b), Path(args.compare[0]).stem, Path(args.compare[1]).stem))
+        return
     if args.summarise:
         runs = json.loads(Path(args.summarise).read_text())["runs"]
         print_tables(runs)

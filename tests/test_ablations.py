@@ -77,3 +77,11 @@ def test_rounds_gain_over_the_round_before_is_paired_by_seed():
     csv = rounds.accuracy_csv(runs).splitlines()
     assert csv[0].startswith("round,validation,validation_low") and len(csv) == 5
     assert csv[1].startswith("0,0.4000,") and csv[3].startswith("2,0.5133,")
+    # A - B paired by seed: B trails A by 3 points on every seed (whatever the seed's level); a seed
+    # only one run has is left out of the pairing
+    other = [run(1, [0.42, 0.46, 0.47]), run(2, [0.47, 0.51, 0.50]), run(3, [0.44, 0.48, 0.48]), run(9, [0.9] * 3)]
+    diff = rounds.compare(runs, other)
+    assert diff["round-1"]["test"]["mean"] == pytest.approx(0.03) and diff["round-1"]["test"]["n_seeds"] == 3
+    assert diff["round-1"]["test"]["significant"] is True
+    assert diff["round-3"]["validation"]["mean"] == pytest.approx(0.03)
+    assert "+3.0 ± 0.0*" in rounds.compare_table(diff, "a", "b")
