@@ -149,17 +149,31 @@ def accuracy_csv(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(a: list[dict], b: list[dict]) -> dict:
-    """Per round and split: A's accuracy minus B's, paired by seed (seeds both runs have)."""
+def _value(rnd: dict, split: str, metric: str | None) -> float | None:
+    """Greedy accuracy of the round's policy (metric None), or one of its `other` metrics (pass_at_8 ...)."""
+    block = rnd.get(split)
+    if block is None:
+        return None
+    if metric is None:
+        return block["policy_r"]
+    return (block.get("other") or {}).get(f"policy-{rnd['round']}", {}).get(metric)
+
+
+def compare(a: list[dict], b: list[dict], metric: str | None = None) -> dict:
+    """Per round and split: A's greedy accuracy (or `metric`) minus B's, paired by seed (seeds both runs have)."""
     by_seed = {run["seed"]: run for run in b}
     out = {}
     for r in range(1, max(len(run["rounds"]) for run in a) + 1):
         res = {}
         for split in ("validation", "test"):
-            diffs = [run["rounds"][r - 1][split]["policy_r"] - by_seed[run["seed"]]["rounds"][r - 1][split]["policy_r"]
-                     for run in a if run["seed"] in by_seed and len(run["rounds"]) >= r
-                     and len(by_seed[run["seed"]]["rounds"]) >= r
-                     and split in run["rounds"][r - 1] and split in by_seed[run["seed"]]["rounds"][r - 1]]
+            diffs = []
+            for run in a:
+                other = by_seed.get(run["seed"])
+                if other is None or len(run["rounds"]) < r or len(other["rounds"]) < r:
+                    continue
+                x, y = _value(run["rounds"][r - 1], split, metric), _value(other["rounds"][r - 1], split, metric)
+                if x is not None and y is not None:
+                    diffs.append(x - y)
             if diffs:
                 block = mean_ci(diffs)
                 block["significant"] = significant(block["ci95"])
@@ -168,8 +182,8 @@ def compare(a: list[dict], b: list[dict]) -> dict:
     return out
 
 
-def compare_table(diff: dict, a_name: str, b_name: str) -> str:
-    lines = [f"{a_name} - {b_name} ({METRIC}, paired by seed; points, mean ± 95% interval; * = excludes 0)",
+def compare_table(diff: dict, a_name: str, b_name: str, metric: str | None = None) -> str:
+    lines = [f"{a_name} - {b_name} ({metric or METRIC}, paired by seed; points, mean ± 95% interval; * = excludes 0)",
              f"{'round':<9}{'validation':>18}{'test':>18}{'seeds':>7}"]
     for name, res in diff.items():
         n = max((blk["n_seeds"] for blk in res.values()), default=0)
@@ -203,10 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--csv", metavar="FILE", help="with --summarise: write the per-round accuracy CSV here")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="only print A - B per round of two saved "
                     "runs, paired by seed")
+    ap.add_argument("--metrics", nargs="*", default=[], metavar="NAME", help="with --compare: also these "
+                    "per-policy metrics, e.g. pass_at_8 maj_at_8 sample_accuracy")
     args = ap.parse_args(argv)
     if args.compare:
         a, b = (json.loads(Path(f).read_text())["runs"] for f in args.compare)
-        print(compare_table(compare(a, b), Path(args.compare[0]).stem, Path(args.compare[1]).stem))
+        names = Path(args.compare[0]).stem, Path(args.compare[1]).stem
+        print("\n\n".join(compare_table(compare(a, b, m), *names, m) for m in (None, *args.metrics)))
         return
     if args.summarise:
         runs = json.loads(Path(args.summarise).read_text())["runs"]

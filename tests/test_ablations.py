@@ -85,3 +85,9 @@ def test_rounds_gain_over_the_round_before_is_paired_by_seed():
     assert diff["round-1"]["test"]["significant"] is True
     assert diff["round-3"]["validation"]["mean"] == pytest.approx(0.03)
     assert "+3.0 ± 0.0*" in rounds.compare_table(diff, "a", "b")
+    # another metric than greedy: pass@8 from each round's `other`, absent where a run lacks it
+    for r in runs + other:
+        for rnd in r["rounds"]:
+            rnd["test"]["other"] = {f"policy-{rnd['round']}": {"pass_at_8": 0.7 + (0.05 if r in runs else 0.0)}}
+    p8 = rounds.compare(runs, other, "pass_at_8")
+    assert p8["round-2"]["test"]["mean"] == pytest.approx(0.05) and "validation" not in p8["round-2"]
