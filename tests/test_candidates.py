@@ -57,6 +57,23 @@ def test_step_dpo_pair_at_the_known_first_error():
     assert step_dpo_pairs(PROMPT, ok, v.step_correct, v.expected_steps) == []
 
 
+def test_step_dpo_rest_span_pairs_the_verified_rest_with_the_responses_own_rest():
+    from prefsynth.transforms.pairs import truly_better
+    r = _r("x", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
+    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), r["steps"])
+    (pair,) = step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps, span="rest")
+    assert pair["prompt"] == "Q: (20-3-8)*4=?\n20-3=17\n"  # the same shared prefix as span "step"
+    assert (pair["chosen"], pair["rejected"]) == ("17-8=9\n9*4=36\nA: 36\n", "17-8=8\n8*4=32\nA: 32\n")
+    graded = dict(PROMPT, reference_answer="36")
+    assert truly_better(pair, graded) is True  # every step of the chosen rest verifies, the rejected's do not
+    (one,) = step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps, span="step")
+    assert truly_better(one, graded) is True and one["pair_id"] != pair["pair_id"]
+    swapped = dict(pair, chosen=pair["rejected"], rejected=pair["chosen"])
+    assert truly_better(swapped, graded) is False
+    with pytest.raises(ValueError, match="span"):
+        step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps, span="suffix")
+
+
 def test_kto_and_prm_views():
     good, bad = _r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n"), _r("c", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
     kto = kto_rows(PROMPT, [good, bad], {"a": 1.0, "c": 0.0}, "verifier")
@@ -92,3 +109,21 @@ def test_pairs_pass_trl_helpers_and_train_two_dpo_steps(tmp_path):
                          train_dataset=ds, processing_class=tok)
     out = trainer.train()
     assert out.global_step == 2 and out.training_loss > 0
+
+
+def test_step_dpo_rest_span_falls_back_to_one_step_where_steps_are_only_checked_locally(repo):
+    """gsm8k's expected steps correct one calculation and copy the rest (13-1 = 12 would stay after 3*4
+    is fixed to 12), so they are no verified rest of a solution: span rest pairs single steps there."""
+    from prefsynth.config import load_params
+    from prefsynth.pipelines.candidates import pairs_for_prompt
+    from prefsynth.tasks import get_task
+
+    text = "He buys 3 bags of 4 apples: 3*4 = 13 apples.\nHe eats 1, so 13-1 = 12.\n#### 12"
+    prompt = {"prompt_id": "g", "prompt": "Q: apples?\n", "task": "gsm8k", "reference_answer": "11"}
+    resp = {"response_id": "r", "text": text, "steps": get_task("gsm8k").split_steps(text), "mean_logprob": -0.1}
+    params = load_params(repo / "params.yaml")
+    params.candidates.step_dpo_span = "rest"
+    rows = [r for r in pairs_for_prompt(("g", {"prompts": [prompt], "responses": [resp], "scores": [], "nodes": []}),
+                                        params) if isinstance(r, dict)]
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [
+        ("He buys 3 bags of 4 apples: 3*4 = 12 apples.\n", "He buys 3 bags of 4 apples: 3*4 = 13 apples.\n")]

@@ -22,4 +22,12 @@ class CandidatesConfig:
     min_q_gap: float = _f(0.1, "Smallest Q gap between MCTS siblings for a step-level pair.")
     step_dpo: bool = _f(True, "Step-DPO pairs at each response's first wrong step (tasks with exact steps).")
     max_step_dpo_per_prompt: int = _f(4, "Responses per prompt that give Step-DPO pairs.")
+    step_dpo_span: str = _f("step", "What a Step-DPO pair's sides hold after the shared correct prefix: step (the "
+                            "corrected first wrong step vs the wrong one, as in Step-DPO) or rest (the verified rest "
+                            "of the solution vs the response's own rest; tasks with exact steps only, elsewhere "
+                            "step is used and counted as step_dpo_span_fallback).")
     num_shards: int = _f(1, "Parquet files per pair view.")
+
+    def __post_init__(self):
+        if self.step_dpo_span not in ("step", "rest"):
+            raise ValueError(f"candidates.step_dpo_span must be step or rest, got {self.step_dpo_span!r}")

@@ -101,8 +101,12 @@ def pairs_for_prompt(element, params: Params):
         for r in responses[:cfg.max_step_dpo_per_prompt]:
             v = verdicts[r["response_id"]]
             if v is not None:
+                span = cfg.step_dpo_span
+                if span == "rest" and not v.exact:  # gsm8k's expected steps only correct a calculation
+                    span = "step"
+                    _counter("step_dpo_span_fallback").inc()
                 rows += step_dpo_pairs(prompt, r, v.step_correct, v.expected_steps, task.step_delimiter,
-                                       f"verifier_{task.name}")
+                                       f"verifier_{task.name}", span)
     rows = dedupe(rows)
     if not rows:
         count_dropped("no_contrast")  # no source found a contrast and no tree siblings differ

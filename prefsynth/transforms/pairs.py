@@ -90,17 +90,32 @@ def tree_step_pairs(prompt: dict, nodes: Sequence[dict], min_q_gap: float, step_
 
 
 def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], expected_steps: Sequence[str],
-                   step_end: str = "\n", source: str = "verifier_arith") -> list[dict]:
-    """Step-DPO: at a response's first wrong step, the verified correct step vs the wrong one."""
+                   step_end: str = "\n", source: str = "verifier_arith", span: str = "step") -> list[dict]:
+    """Step-DPO: at a response's first wrong step, the verified correct step vs the wrong one.
+
+    span "step" pairs the single steps (Step-DPO). span "rest" pairs what follows the shared correct
+    prefix to the end: the verified rest of the solution (`expected_steps[first_wrong:]`, so only for
+    tasks whose expected steps are a whole correct solution) vs the response's own rest. Why: with an
+    NLL term on chosen, a one-step chosen side teaches one line per pair, a rest-of-solution side
+    teaches the policy to finish from where it went wrong (the NLL signal of a response pair, on a
+    harder prefix)."""
     steps = list(response["steps"])
     first_wrong = next((i for i, ok in enumerate(step_correct) if not ok), None)
     if first_wrong is None or first_wrong >= len(expected_steps) or first_wrong >= len(steps) or \
             expected_steps[first_wrong] == steps[first_wrong]:
         return []
     context = prompt["prompt"] + "".join(s + step_end for s in steps[:first_wrong])
-    return [_pair(prompt["prompt_id"], "step", context, expected_steps[first_wrong] + step_end,
-                  steps[first_wrong] + step_end, None, response["response_id"], 1.0, 0.0,
-                  source, f"Step-DPO: first wrong step {first_wrong}")]
+    if span == "rest":
+        chosen = "".join(s + step_end for s in expected_steps[first_wrong:])
+        rejected = "".join(s + step_end for s in steps[first_wrong:])
+        reason = f"Step-DPO, rest of solution from first wrong step {first_wrong}"
+    elif span == "step":
+        chosen, rejected = expected_steps[first_wrong] + step_end, steps[first_wrong] + step_end
+        reason = f"Step-DPO: first wrong step {first_wrong}"
+    else:
+        raise ValueError(f"step_dpo_pairs: span must be 'step' or 'rest', got {span!r}")
+    return [_pair(prompt["prompt_id"], "step", context, chosen, rejected, None, response["response_id"], 1.0, 0.0,
+                  source, reason)]
 
 
 def dedupe(pairs: Sequence[dict]) -> list[dict]:
@@ -149,5 +164,6 @@ def truly_better(p: dict, prompt: dict) -> bool | None:
     if not task.exact_steps:
         return None
     prefix = task.split_steps(p["prompt"][len(prompt["prompt"]):])
-    ok = [all(task.verify_steps(prompt, prefix + [s.strip()]).step_correct) for s in (p["chosen"], p["rejected"])]
+    # a side may be one step or the rest of a solution (Step-DPO span "rest"): verify all its steps
+    ok = [all(task.verify_steps(prompt, prefix + task.split_steps(s)).step_correct) for s in (p["chosen"], p["rejected"])]
     return ok[0] and not ok[1]
