@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prefsynth.config.fields import option as _f
 
+STEP_DPO_SPANS = ("step", "rest")  # what a Step-DPO pair's sides hold after the shared prefix
+
 
 @dataclass
 class CandidatesConfig:
@@ -25,9 +27,9 @@ class CandidatesConfig:
     step_dpo_span: str = _f("step", "What a Step-DPO pair's sides hold after the shared correct prefix: step (the "
                             "corrected first wrong step vs the wrong one, as in Step-DPO) or rest (the verified rest "
                             "of the solution vs the response's own rest; tasks with exact steps only, elsewhere "
-                            "step is used and counted as step_dpo_span_fallback).")
+                            "step is used and counted as step_dpo_span_fallback). Measured no better than step in arith (README).")
     num_shards: int = _f(1, "Parquet files per pair view.")
 
     def __post_init__(self):
-        if self.step_dpo_span not in ("step", "rest"):
+        if self.step_dpo_span not in STEP_DPO_SPANS:
             raise ValueError(f"candidates.step_dpo_span must be step or rest, got {self.step_dpo_span!r}")

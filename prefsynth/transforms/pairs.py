@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Sequence
 
+from prefsynth.config.candidates import STEP_DPO_SPANS
 from prefsynth.ids import content_id
 from prefsynth.tasks import get_task
 
@@ -95,25 +96,24 @@ def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], e
 
     span "step" pairs the single steps (Step-DPO). span "rest" pairs what follows the shared correct
     prefix to the end: the verified rest of the solution (`expected_steps[first_wrong:]`, so only for
-    tasks whose expected steps are a whole correct solution) vs the response's own rest. Why: with an
-    NLL term on chosen, a one-step chosen side teaches one line per pair, a rest-of-solution side
-    teaches the policy to finish from where it went wrong (the NLL signal of a response pair, on a
-    harder prefix)."""
+    tasks whose expected steps are a whole correct solution) vs the response's own rest. It was built
+    to test whether a one-line chosen side is why step pairs trail response pairs; in arith it is not
+    (no better than "step" over 3 seeds, README "Why step pairs lose")."""
     steps = list(response["steps"])
     first_wrong = next((i for i, ok in enumerate(step_correct) if not ok), None)
     if first_wrong is None or first_wrong >= len(expected_steps) or first_wrong >= len(steps) or \
             expected_steps[first_wrong] == steps[first_wrong]:
         return []
-    context = prompt["prompt"] + "".join(s + step_end for s in steps[:first_wrong])
+    text = lambda ss: "".join(s + step_end for s in ss)  # noqa: E731  steps as the policy writes them
+    context = prompt["prompt"] + text(steps[:first_wrong])
     if span == "rest":
-        chosen = "".join(s + step_end for s in expected_steps[first_wrong:])
-        rejected = "".join(s + step_end for s in steps[first_wrong:])
+        chosen, rejected = text(expected_steps[first_wrong:]), text(steps[first_wrong:])
         reason = f"Step-DPO, rest of solution from first wrong step {first_wrong}"
     elif span == "step":
         chosen, rejected = expected_steps[first_wrong] + step_end, steps[first_wrong] + step_end
         reason = f"Step-DPO: first wrong step {first_wrong}"
     else:
-        raise ValueError(f"step_dpo_pairs: span must be 'step' or 'rest', got {span!r}")
+        raise ValueError(f"step_dpo_pairs: span must be one of {STEP_DPO_SPANS}, got {span!r}")
     return [_pair(prompt["prompt_id"], "step", context, chosen, rejected, None, response["response_id"], 1.0, 0.0,
                   source, reason)]
 
