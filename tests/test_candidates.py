@@ -74,6 +74,54 @@ def test_step_dpo_rest_span_pairs_the_verified_rest_with_the_responses_own_rest(
         step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps, span="suffix")
 
 
+def test_step_dpo_full_span_moves_the_correct_prefix_into_both_sides():
+    from prefsynth.transforms.pairs import truly_better
+    r = _r("x", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
+    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), r["steps"])
+    (pair,) = step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps, span="full")
+    assert pair["prompt"] == PROMPT["prompt"]  # the question only: the policy's own right step is on both sides
+    assert (pair["chosen"], pair["rejected"]) == ("20-3=17\n17-8=9\n9*4=36\nA: 36\n", r["text"])
+    assert truly_better(pair, dict(PROMPT, reference_answer="36")) is True
+
+
+def test_step_dpo_sampled_span_takes_the_rest_of_an_own_correct_sample_with_the_same_prefix():
+    from prefsynth.transforms.pairs import truly_better
+    r = _r("x", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
+    v = arith.verify_solution(arith.parse_expression(PROMPT["prompt"]), r["steps"])
+    other_prefix = ["20-8=12", "12-3=9", "9*4=36", "A: 36"]  # a claimed solution that does not start with 20-3=17
+    same_prefix = ["20-3=17", "17-8=9", "9*4=36", "A: 36"]
+    (pair,) = step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps, span="sampled",
+                             correct_solutions=[other_prefix, same_prefix])
+    assert pair["prompt"] == "Q: (20-3-8)*4=?\n20-3=17\n"
+    assert (pair["chosen"], pair["rejected"]) == ("17-8=9\n9*4=36\nA: 36\n", "17-8=8\n8*4=32\nA: 32\n")
+    assert truly_better(pair, dict(PROMPT, reference_answer="36")) is True
+    # no own correct sample shares the prefix: no pair (the stage counts step_dpo_no_sampled_rest)
+    assert step_dpo_pairs(PROMPT, r, v.step_correct, v.expected_steps, span="sampled",
+                          correct_solutions=[other_prefix]) == []
+
+
+def test_candidates_stage_feeds_the_sampled_span_only_the_prompts_verified_correct_samples(repo):
+    from prefsynth.config import load_params
+    from prefsynth.pipelines.candidates import pairs_for_prompt
+
+    wrong_late = _r("a", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")   # first error at step 1, prefix 20-3=17
+    wrong_first = _r("b", "20-3=18\n18-8=10\n10*4=40\nA: 40\n")  # first error at step 0: any correct sample fits
+    right_answer_odd_step = _r("c", "20-3=17\n17-8=9\n4*9=36\nA: 36\n")  # answer right, a step off the canonical
+    right = _r("d", "20-3=17\n17-8=9\n9*4=36\nA: 36\n")
+    params = load_params(repo / "params.yaml")
+    params.candidates.step_dpo_span = "sampled"
+
+    def rows(responses):
+        return [r for r in pairs_for_prompt(("p", {"prompts": [PROMPT], "responses": responses, "scores": [],
+                                                   "nodes": []}), params) if isinstance(r, dict)]
+    got = {(r["prompt"], r["chosen"], r["rejected"]) for r in rows([wrong_late, wrong_first, right_answer_odd_step, right])}
+    assert got == {("Q: (20-3-8)*4=?\n20-3=17\n", "17-8=9\n9*4=36\nA: 36\n", "17-8=8\n8*4=32\nA: 32\n"),
+                   (PROMPT["prompt"], right["text"], wrong_first["text"]),
+                   # c's answer is right but its step 2 is off the canonical path: it is paired, never a chosen side
+                   ("Q: (20-3-8)*4=?\n20-3=17\n17-8=9\n", "9*4=36\nA: 36\n", "4*9=36\nA: 36\n")}
+    assert rows([wrong_late, right_answer_odd_step]) == []  # no verified-correct sample: no sampled pair
+
+
 def test_kto_and_prm_views():
     good, bad = _r("a", "20-3=17\n17-8=9\n9*4=36\nA: 36\n"), _r("c", "20-3=17\n17-8=8\n8*4=32\nA: 32\n")
     kto = kto_rows(PROMPT, [good, bad], {"a": 1.0, "c": 0.0}, "verifier")

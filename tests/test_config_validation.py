@@ -37,7 +37,7 @@ def _load(tmp_path, data):
     ({"mcts": {"search": {"c_puct": "high"}}}, "'mcts.search.c_puct' is 'high'; allowed: a number"),
     ({"label": {"mc": {"rollouts": True}}}, "'label.mc.rollouts' is True; allowed: an integer"),
     ({"pairs": {"upo": {"keep_fraction": 1.5}}}, "'pairs.upo.keep_fraction' is 1.5; allowed: a fraction"),
-    ({"candidates": {"step_dpo_span": "suffix"}}, "candidates.step_dpo_span must be step or rest, got 'suffix'"),
+    ({"candidates": {"step_dpo_span": "suffix"}}, "candidates.step_dpo_span must be one of step, rest, full, sampled, got 'suffix'"),
     ({"max_dead_fraction": -0.1}, "'max_dead_fraction' is -0.1; allowed: a fraction in [0, 1]"),
     ({"prompts": {"n_promts": 3}}, "unknown key(s) ['n_promts'] in 'prompts'"),
 ])

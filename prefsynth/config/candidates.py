@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prefsynth.config.fields import option as _f
 
-STEP_DPO_SPANS = ("step", "rest")  # what a Step-DPO pair's sides hold after the shared prefix
+STEP_DPO_SPANS = ("step", "rest", "full", "sampled")  # what a Step-DPO pair's sides hold (CandidatesConfig)
 
 
 @dataclass
@@ -24,12 +24,17 @@ class CandidatesConfig:
     min_q_gap: float = _f(0.1, "Smallest Q gap between MCTS siblings for a step-level pair.")
     step_dpo: bool = _f(True, "Step-DPO pairs at each response's first wrong step (tasks with exact steps).")
     max_step_dpo_per_prompt: int = _f(4, "Responses per prompt that give Step-DPO pairs.")
-    step_dpo_span: str = _f("step", "What a Step-DPO pair's sides hold after the shared correct prefix: step (the "
-                            "corrected first wrong step vs the wrong one, as in Step-DPO) or rest (the verified rest "
-                            "of the solution vs the response's own rest; tasks with exact steps only, elsewhere "
-                            "step is used and counted as step_dpo_span_fallback). Measured no better than step in arith (README).")
+    step_dpo_span: str = _f("step", "What a Step-DPO pair's sides hold: step (the corrected first wrong step vs the "
+                            "wrong one, after the shared correct prefix, as in Step-DPO); rest (the verified rest of "
+                            "the solution vs the response's own rest); full (prompt = the question: the response "
+                            "with its rest corrected vs the whole response); rest and full need exact steps, "
+                            "elsewhere step is used and counted as step_dpo_span_fallback; sampled (the rest of "
+                            "the policy's own verified-correct sample of the prompt that shares the prefix vs the "
+                            "response's rest; no pair where no sample shares it, counted as "
+                            "step_dpo_no_sampled_rest). The README measures them against response pairs.")
     num_shards: int = _f(1, "Parquet files per pair view.")
 
     def __post_init__(self):
         if self.step_dpo_span not in STEP_DPO_SPANS:
-            raise ValueError(f"candidates.step_dpo_span must be step or rest, got {self.step_dpo_span!r}")
+            raise ValueError(f"candidates.step_dpo_span must be one of {', '.join(STEP_DPO_SPANS)}, "
+                             f"got {self.step_dpo_span!r}")

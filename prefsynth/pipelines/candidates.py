@@ -98,15 +98,21 @@ def pairs_for_prompt(element, params: Params):
     rows = response_candidates(prompt, responses, scores_by_source, cfg, lambda name: _counter(name).inc())
     rows += tree_step_pairs(prompt, list(g["nodes"]), cfg.min_q_gap)
     if cfg.step_dpo:  # tasks that verify steps (arith exactly, gsm8k's calculations) and can correct one
+        # span sampled: the prompt's own solutions whose every step and answer verify, in response-id order
+        correct = [list(r["steps"]) for r in responses if (v := verdicts[r["response_id"]]) is not None
+                   and v.first_wrong_step is None and v.answer_correct]
         for r in responses[:cfg.max_step_dpo_per_prompt]:
             v = verdicts[r["response_id"]]
             if v is not None:
                 span = cfg.step_dpo_span
-                if span == "rest" and not v.exact:  # gsm8k's expected steps only correct a calculation
+                if span in ("rest", "full") and not v.exact:  # gsm8k's expected steps only correct a calculation
                     span = "step"
                     _counter("step_dpo_span_fallback").inc()
-                rows += step_dpo_pairs(prompt, r, v.step_correct, v.expected_steps, task.step_delimiter,
-                                       f"verifier_{task.name}", span)
+                found = step_dpo_pairs(prompt, r, v.step_correct, v.expected_steps, task.step_delimiter,
+                                       f"verifier_{task.name}", span, correct)
+                if span == "sampled" and not found and v.first_wrong_step is not None:
+                    _counter("step_dpo_no_sampled_rest").inc()
+                rows += found
     rows = dedupe(rows)
     if not rows:
         count_dropped("no_contrast")  # no source found a contrast and no tree siblings differ

@@ -91,27 +91,43 @@ def tree_step_pairs(prompt: dict, nodes: Sequence[dict], min_q_gap: float, step_
 
 
 def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], expected_steps: Sequence[str],
-                   step_end: str = "\n", source: str = "verifier_arith", span: str = "step") -> list[dict]:
-    """Step-DPO: at a response's first wrong step, the verified correct step vs the wrong one.
+                   step_end: str = "\n", source: str = "verifier_arith", span: str = "step",
+                   correct_solutions: Sequence[Sequence[str]] = ()) -> list[dict]:
+    """Step-DPO: at a response's first wrong step, a verified continuation vs the response's own.
 
-    span "step" pairs the single steps (Step-DPO). span "rest" pairs what follows the shared correct
-    prefix to the end: the verified rest of the solution (`expected_steps[first_wrong:]`, so only for
-    tasks whose expected steps are a whole correct solution) vs the response's own rest. It was built
-    to test whether a one-line chosen side is why step pairs trail response pairs; in arith it is not
-    (no better than "step" over 3 seeds, README "Why step pairs lose")."""
+    span "step" pairs the single steps (Step-DPO) after the shared correct prefix; "rest" pairs the
+    verified rest of the solution (`expected_steps[first_wrong:]`, so only for tasks whose expected
+    steps are a whole correct solution) vs the response's own rest; "full" moves the shared prefix
+    out of the prompt into both sides (prompt = the question, chosen = the response with its rest
+    corrected), so the chosen side's NLL also trains the policy's own correct steps; "sampled" pairs
+    the rest of the policy's own verified-correct solution of the prompt (`correct_solutions`, the
+    first that starts with the same prefix) vs the response's rest: the chosen side is on-policy,
+    as in Step-DPO's self-generated steps, not a correction. In arith "rest" is no better than
+    "step" over 3 seeds (README "Why step pairs lose")."""
     steps = list(response["steps"])
     first_wrong = next((i for i, ok in enumerate(step_correct) if not ok), None)
     if first_wrong is None or first_wrong >= len(expected_steps) or first_wrong >= len(steps) or \
             expected_steps[first_wrong] == steps[first_wrong]:
         return []
     text = lambda ss: "".join(s + step_end for s in ss)  # noqa: E731  steps as the policy writes them
-    context = prompt["prompt"] + text(steps[:first_wrong])
+    prefix, context = steps[:first_wrong], prompt["prompt"] + text(steps[:first_wrong])
     if span == "rest":
         chosen, rejected = text(expected_steps[first_wrong:]), text(steps[first_wrong:])
         reason = f"Step-DPO, rest of solution from first wrong step {first_wrong}"
     elif span == "step":
         chosen, rejected = expected_steps[first_wrong] + step_end, steps[first_wrong] + step_end
         reason = f"Step-DPO: first wrong step {first_wrong}"
+    elif span == "full":
+        context = prompt["prompt"]
+        chosen, rejected = text(prefix + list(expected_steps[first_wrong:])), text(steps)
+        reason = f"Step-DPO, whole solution corrected from first wrong step {first_wrong}"
+    elif span == "sampled":
+        rest = next((list(c[first_wrong:]) for c in correct_solutions
+                     if list(c[:first_wrong]) == prefix and list(c[first_wrong:]) != steps[first_wrong:]), None)
+        if not rest:
+            return []
+        chosen, rejected = text(rest), text(steps[first_wrong:])
+        reason = f"Step-DPO, own correct sample's rest from first wrong step {first_wrong}"
     else:
         raise ValueError(f"step_dpo_pairs: span must be one of {STEP_DPO_SPANS}, got {span!r}")
     return [_pair(prompt["prompt_id"], "step", context, chosen, rejected, None, response["response_id"], 1.0, 0.0,
