@@ -151,6 +151,32 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
+def paired(runs: dict[str, list[dict]], a: str, b: str, split: str) -> dict | None:
+    """Variant a − variant b on one split, paired by seed (same prompts, same training seed), with its
+    95% t-interval and significance; None when they share no seed."""
+    by_seed = {r["seed"]: r[split]["policy_1"] for r in runs.get(b, []) if split in r}
+    diffs = [r[split]["policy_1"] - by_seed[r["seed"]] for r in runs.get(a, []) if split in r and r["seed"] in by_seed]
+    if not diffs:
+        return None
+    out = mean_ci(diffs)
+    out["significant"] = significant(out["ci95"])
+    return out
+
+
+def paired_table(runs: dict[str, list[dict]], comparisons: list[str]) -> str:
+    """One line per `A:B` comparison: A − B in points by split, paired by seed."""
+    lines = ["paired by seed (A − B in points, mean ± 95% interval; * = interval excludes 0)"]
+    for c in comparisons:
+        a, sep, b = c.partition(":")
+        missing = [v for v in (a, b) if v not in runs]
+        if not sep or missing:
+            raise SystemExit(f"--paired {c!r}: want A:B with both variants in the run (missing: {missing or 'the :'}; "
+                             f"have {sorted(runs)})")
+        cells = [f"{split} {fmt_delta(paired(runs, a, b, split))}" for split in ("validation", "test")]
+        lines.append(f"{a} − {b}: " + "   ".join(cells))
+    return "\n".join(lines)
+
+
 def _fmt(x: dict | None, points: bool = False) -> str:
     if not x:
         return "-"
@@ -190,11 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--project", default=".", help="the DVC project to run in (default: here)")
     ap.add_argument("--out", default="benchmarks/out/ablations.json")
+    ap.add_argument("--paired", nargs="+", default=[], metavar="A:B",
+                    help="also print variant A − variant B per split, paired by seed (e.g. step:response)")
     ap.add_argument("--summarise", metavar="FILE", help="only print the tables of a saved run (its JSON, or the "
                     "JSON lines it printed), e.g. one that was interrupted")
     args = ap.parse_args(argv)
     if args.summarise:
-        print_tables(args.summarise)
+        print_tables(args.summarise, args.paired)
         return
     project = Path(args.project).resolve()
     variants = dict(VARIANTS)
@@ -232,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("validation", "test"):
         print(table(summary, split))
         print()
+    if args.paired:
+        print(paired_table(runs, args.paired))
+        print()
     for name, errs in failed.items():
         print(f"{name}: failed on seeds {[e['seed'] for e in errs]}: {errs[0]['error']}")
     print(f"wall time {wall} s for {len(names)} variants x {len(seeds)} seeds")
@@ -245,7 +276,7 @@ def save(path: str, seeds: list[int], wall: int, runs: dict, failed: dict, parti
                                "summary": summarise(runs)}, indent=2))
 
 
-def print_tables(path: str) -> None:
+def print_tables(path: str, comparisons: list[str] = ()) -> None:
     """The tables of a saved (possibly interrupted) run, or of its JSON-lines log."""
     text = Path(path).read_text()
     try:
@@ -260,6 +291,9 @@ def print_tables(path: str) -> None:
     summary = summarise(runs)
     for split in ("validation", "test"):
         print(table(summary, split))
+        print()
+    if comparisons:
+        print(paired_table(runs, list(comparisons)))
         print()
     print(f"{sum(len(r) for r in runs.values())} runs; {sum(r['seconds'] for rs in runs.values() for r in rs):.0f} s "
           "of (variant, seed) wall time")

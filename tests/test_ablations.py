@@ -42,6 +42,12 @@ def test_differences_from_default_are_paired_by_seed_and_flagged_only_when_the_i
     assert hi - lo > 0.1
     text = ablations.table(s, "validation")
     assert "better" in text and "+5.0 ± 0.0*" in text
+    # any two variants, paired by seed the same way (--paired better:same)
+    assert ablations.paired(runs, "better", "same", "validation")["mean"] == pytest.approx(0.05)  # 4, 6 and 5 points
+    line = ablations.paired_table(runs, ["better:same"]).splitlines()[1]
+    assert line.startswith("better − same: validation +5.0 ± 2.5*") and "*" in line.split("test")[0]
+    with pytest.raises(SystemExit, match="missing"):
+        ablations.paired_table(runs, ["better:nope"])
 
 
 def test_overrides_and_equal_step_baselines():
