@@ -175,3 +175,25 @@ def test_step_dpo_rest_span_falls_back_to_one_step_where_steps_are_only_checked_
                                         params) if isinstance(r, dict)]
     assert [(r["chosen"], r["rejected"]) for r in rows] == [
         ("He buys 3 bags of 4 apples: 3*4 = 12 apples.\n", "He buys 3 bags of 4 apples: 3*4 = 13 apples.\n")]
+
+
+def test_sampled_span_works_where_steps_are_only_checked_locally(repo):
+    """gsm8k (no exact steps, so no rest or full span): the sampled span still pairs the rest of the
+    prompt's own right solution after the shared prefix with the wrong response's rest."""
+    from prefsynth.config import load_params
+    from prefsynth.pipelines.candidates import pairs_for_prompt
+    from prefsynth.tasks import get_task
+
+    task = get_task("gsm8k")
+    prompt = {"prompt_id": "g", "prompt": "Q: apples?\n", "task": "gsm8k", "reference_answer": "11"}
+    right = "He buys 3 bags of 4 apples: 3*4 = 12 apples.\nHe eats 1, so 12-1 = 11.\n#### 11"
+    wrong = "He buys 3 bags of 4 apples: 3*4 = 12 apples.\nHe eats 1, so 12-1 = 10.\n#### 10"
+    resp = [{"response_id": rid, "text": t, "steps": task.split_steps(t), "mean_logprob": -0.1}
+            for rid, t in (("a", right), ("b", wrong))]
+    params = load_params(repo / "params.yaml")
+    params.candidates.step_dpo_span = "sampled"
+    (pair,) = [r for r in pairs_for_prompt(("g", {"prompts": [prompt], "responses": resp, "scores": [], "nodes": []}),
+                                           params) if isinstance(r, dict)]
+    assert pair["prompt"] == "Q: apples?\nHe buys 3 bags of 4 apples: 3*4 = 12 apples.\n"
+    assert pair["chosen"].startswith("He eats 1, so 12-1 = 11.\n#### 11")
+    assert pair["rejected"].startswith("He eats 1, so 12-1 = 10.\n#### 10")
