@@ -11,7 +11,10 @@ Variants compare on the **validation** split (where defaults are chosen); the te
 printed once beside them. Every variant and baseline trains on the same round's data and prompts;
 the baselines (RFT, continued SFT on gold solutions) get the default's number of optimizer steps.
 Significance: a variant's per-seed difference from `default` (paired by seed, same prompts), its
-95% t-interval excluding 0.
+95% t-interval excluding 0. That interval covers training seeds, not the prompts (every seed is scored
+on the same 311 / 500), so each run also records its per-prompt greedy outcomes and the tables print,
+in brackets, the interval over seeds *and* prompts (prompt_intervals.py): the claim about the method on
+this world, not about these prompts.
 
     python benchmarks/ablations.py --seeds 3                          # every variant and baseline
     python benchmarks/ablations.py --seeds 3 --variants default rft   # some of them
@@ -36,6 +39,10 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prompt_intervals import (check_against, differences, greedy_outcomes,  # noqa: E402
+                              seeds_and_prompts_ci, t_quantile)
+
 EQUAL_PAIRS = 2000  # pair count for the step-vs-response comparison (both views have more)
 SAME_STEPS = "<default steps>"  # replaced by the default's optimizer steps (equal compute)
 
@@ -53,15 +60,6 @@ VARIANTS = {
     "verifier_only": ["train.label_sources=[verifier]"],
 }
 METRIC = "greedy_accuracy"
-
-
-def t_quantile(df: int) -> float:
-    """Two-sided 95% Student t quantile (df >= 1)."""
-    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-             10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
-    if df in table:
-        return table[df]
-    return next((table[k] for k in sorted(table) if k >= df), 1.96)
 
 
 def mean_ci(values: list[float]) -> dict:
@@ -114,6 +112,8 @@ def run_one(project: Path, overrides: list[str], seed: int) -> dict:
         dvc(project, "repro", "evaluate@1")
         ev = json.loads((project / "metrics/round-1/evaluate.json").read_text())
         train = json.loads((project / "metrics/round-1/train.json").read_text())
+        # per-prompt greedy outcomes (a few seconds): the intervals over seeds *and* prompts
+        outcomes = {p: greedy_outcomes(project, f"models/{p}") for p in ("policy-0", "policy-1")}
     finally:  # each run starts from the user's params.yaml
         path.write_text(original)
     row = {"seed": seed, "pairs": train.get("pairs") or train.get("examples"), "steps": train.get("train_steps"),
@@ -123,7 +123,25 @@ def run_one(project: Path, overrides: list[str], seed: int) -> dict:
             p1 = block["policy-1"]
             row[split] = {"policy_0": block["policy-0"][METRIC], "policy_1": p1[METRIC],
                           "delta": p1["paired_delta_vs_first"][METRIC]["delta"]}
+            for p in ("policy-0", "policy-1"):
+                check_against(outcomes[p][split], block[p][METRIC], f"{split} {p} (seed {seed})")
+                row[split][f"outcomes_{p[-1]}"] = outcomes[p][split]
     return row
+
+
+def outcome_ci(rows_a: list[dict], rows_b: list[dict] | None, split: str, a_key: str = "outcomes_1",
+               b_key: str = "outcomes_1") -> dict | None:
+    """The seeds-and-prompts interval of A − B (B = policy-0 of the same rows when rows_b is None), paired by
+    seed and prompt; None when a row lacks outcomes (runs saved before they were recorded)."""
+    if rows_b is None:
+        pairs = [(r[split], r[split]) for r in rows_a if split in r]
+        b_key = "outcomes_0"
+    else:
+        by_seed = {r["seed"]: r[split] for r in rows_b if split in r}
+        pairs = [(r[split], by_seed[r["seed"]]) for r in rows_a if split in r and r["seed"] in by_seed]
+    if not pairs or any(a_key not in x or b_key not in y for x, y in pairs):
+        return None
+    return seeds_and_prompts_ci(differences([x[a_key] for x, _ in pairs], [y[b_key] for _, y in pairs]))
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:
@@ -141,12 +159,14 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             block = {"policy_1": mean_ci([r[split]["policy_1"] for r in got]),
                      "delta_vs_policy_0": mean_ci([r[split]["delta"] for r in got])}
             block["delta_vs_policy_0"]["significant"] = significant(block["delta_vs_policy_0"]["ci95"])
+            block["delta_vs_policy_0_seeds_prompts"] = outcome_ci(got, None, split)
             paired = [r[split]["policy_1"] - base[r["seed"]][split]["policy_1"] for r in got
                       if r["seed"] in base and split in base[r["seed"]]]
             if name != "default" and paired:
                 block["vs_default"] = mean_ci(paired)
                 block["vs_default"]["significant"] = significant(block["vs_default"]["ci95"])
-            res[split] = block
+                block["vs_default_seeds_prompts"] = outcome_ci(got, runs["default"], split)
+            res[split] = {k: v for k, v in block.items() if v is not None}
         out[name] = res
     return out
 
@@ -160,21 +180,29 @@ def paired(runs: dict[str, list[dict]], a: str, b: str, split: str) -> dict | No
         return None
     out = mean_ci(diffs)
     out["significant"] = significant(out["ci95"])
+    out["seeds_prompts"] = outcome_ci(runs.get(a, []), runs.get(b, []), split)
     return out
 
 
 def paired_table(runs: dict[str, list[dict]], comparisons: list[str]) -> str:
     """One line per `A:B` comparison: A − B in points by split, paired by seed."""
-    lines = ["paired by seed (A − B in points, mean ± 95% interval; * = interval excludes 0)"]
+    lines, any_sp = [], False
     for c in comparisons:
         a, sep, b = c.partition(":")
         missing = [v for v in (a, b) if v not in runs]
         if not sep or missing:
             raise SystemExit(f"--paired {c!r}: want A:B with both variants in the run (missing: {missing or 'the :'}; "
                              f"have {sorted(runs)})")
-        cells = [f"{split} {fmt_delta(paired(runs, a, b, split))}" for split in ("validation", "test")]
+        cells = []
+        for split in ("validation", "test"):
+            got = paired(runs, a, b, split)
+            sp = got.get("seeds_prompts") if got else None
+            any_sp = any_sp or bool(sp)
+            cells.append(f"{split} {fmt_delta(got)}" + (f" [{fmt_delta(sp)}]" if sp else ""))
         lines.append(f"{a} − {b}: " + "   ".join(cells))
-    return "\n".join(lines)
+    head = ("paired by seed (A − B in points, mean ± 95% interval over seeds" + (" [over seeds and prompts]" if any_sp
+            else "") + "; * = interval excludes 0)")
+    return "\n".join([head, *lines])
 
 
 def _fmt(x: dict | None, points: bool = False) -> str:
@@ -194,14 +222,22 @@ def fmt_delta(x: dict | None) -> str:
 
 
 def table(summary: dict, split: str) -> str:
-    lines = [f"{split} split ({METRIC}; mean ± 95% interval over seeds; Δ in points; * = interval excludes 0)",
-             f"{'variant':<14}{'pairs':>7}{'steps':>7}{'policy-1':>18}{'Δ vs policy-0':>18}{'Δ vs default':>18}"]
+    """One row per variant; the [seeds+prompts] columns appear when the runs recorded per-prompt outcomes."""
+    sp = any(b.get("delta_vs_policy_0_seeds_prompts") for res in summary.values() if (b := res.get(split)))
+    lines = [f"{split} split ({METRIC}; mean ± 95% interval over seeds" + (" [over seeds and prompts]" if sp else "")
+             + "; Δ in points; * = interval excludes 0)",
+             f"{'variant':<14}{'pairs':>7}{'steps':>7}{'policy-1':>18}{'Δ vs policy-0':>18}"
+             + (f"{'[seeds+prompts]':>18}" if sp else "") + f"{'Δ vs default':>18}"
+             + (f"{'[seeds+prompts]':>18}" if sp else "")]
     for name, res in summary.items():
         b = res.get(split)
         if not b:
             continue
         lines.append(f"{name:<14}{res['pairs'] or 0:>7}{res['steps'] or 0:>7}{_fmt(b['policy_1']):>18}"
-                     f"{fmt_delta(b['delta_vs_policy_0']):>18}{fmt_delta(b.get('vs_default')):>18}")
+                     f"{fmt_delta(b['delta_vs_policy_0']):>18}"
+                     + (f"{fmt_delta(b.get('delta_vs_policy_0_seeds_prompts')):>18}" if sp else "")
+                     + f"{fmt_delta(b.get('vs_default')):>18}"
+                     + (f"{fmt_delta(b.get('vs_default_seeds_prompts')):>18}" if sp else ""))
     return "\n".join(lines)
 
 

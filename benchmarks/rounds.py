@@ -9,7 +9,9 @@ policy that draws them does. DVC's run cache brings back rounds already made.
 
 Reported per round, on validation (where settings are chosen) and test (read once): policy-r's
 greedy accuracy, its paired gain over policy-0 (same prompts) and over the round before, each the mean
-over seeds with a 95% t-interval; `*` = the interval excludes 0.
+over seeds with a 95% t-interval; `*` = the interval excludes 0. In brackets, the interval over seeds
+*and* prompts (prompt_intervals.py; from each policy's per-prompt greedy outcomes, recorded per run),
+which also counts the prompt sampling that every seed shares.
 
     python benchmarks/rounds.py --rounds 3 --seeds 3
     python benchmarks/rounds.py --rounds 3 --seeds 3 --set train.epochs=3   # a training setting for every round
@@ -33,6 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablations import METRIC, _fmt, apply_overrides, dvc, fmt_delta, mean_ci, significant  # noqa: E402
+from prompt_intervals import check_against, differences, greedy_outcomes, seeds_and_prompts_ci  # noqa: E402
 
 
 def round_overrides(rounds: int, seed: int) -> list[str]:
@@ -51,6 +54,8 @@ def run_seed(project: Path, rounds: int, seed: int, overrides: list[str]) -> dic
         path.write_text(yaml.safe_dump(params, sort_keys=False))
         dvc(project, "repro", *(f"evaluate@{r}" for r in range(1, rounds + 1)))
         per_round = []
+        # per-prompt greedy outcomes (seconds a policy): the intervals over seeds *and* prompts
+        outcomes = {r: greedy_outcomes(project, f"models/policy-{r}") for r in range(0, rounds + 1)}
         for r in range(1, rounds + 1):
             ev = json.loads((project / f"metrics/round-{r}/evaluate.json").read_text())
             train = json.loads((project / f"metrics/round-{r}/train.json").read_text())
@@ -64,6 +69,9 @@ def run_seed(project: Path, rounds: int, seed: int, overrides: list[str]) -> dic
                                   # what else moves: a sharper policy lifts greedy and maj@k, a
                                   # better one lifts the sample accuracy and pass@k too
                                   "other": {p: _other_metrics(block[p]) for p in ("policy-0", f"policy-{r}")}}
+                    for key, k in (("0", 0), ("r", r)):
+                        check_against(outcomes[k][split], block[f"policy-{k}"][METRIC], f"{split} policy-{k} (seed {seed})")
+                        row[split][f"outcomes_{key}"] = outcomes[k][split]
             per_round.append(row)
     finally:  # each run starts from the user's params.yaml
         path.write_text(original)
@@ -112,19 +120,31 @@ def summarise(runs: list[dict]) -> dict:
             for key in ("vs_policy_0", "vs_previous"):
                 if key in block:
                     block[key]["significant"] = significant(block[key]["ci95"])
+            if all("outcomes_r" in g for _, g in got):  # runs saved before outcomes were recorded: seeds only
+                block["vs_policy_0_seeds_prompts"] = seeds_and_prompts_ci(
+                    differences([g["outcomes_r"] for _, g in got], [g["outcomes_0"] for _, g in got]))
+                if r > 1 and all(s in prev and "outcomes_r" in prev[s][split] for s, _ in got):
+                    block["vs_previous_seeds_prompts"] = seeds_and_prompts_ci(
+                        differences([g["outcomes_r"] for _, g in got], [prev[s][split]["outcomes_r"] for s, _ in got]))
             res[split] = block
         out[f"round-{r}"] = res
     return out
 
 
 def table(summary: dict, split: str) -> str:
-    lines = [f"{split} split ({METRIC}; mean ± 95% interval over seeds; Δ in points; * = interval excludes 0)",
-             f"{'round':<9}{'pairs':>8}{'policy-r':>18}{'Δ vs policy-0':>18}{'Δ vs round before':>20}"]
+    """One row per round; the [seeds+prompts] columns appear when the runs recorded per-prompt outcomes."""
+    sp = any(res.get(split, {}).get("vs_policy_0_seeds_prompts") for res in summary.values())
+    lines = [f"{split} split ({METRIC}; mean ± 95% interval over seeds" + (" [over seeds and prompts]" if sp else "")
+             + "; Δ in points; * = interval excludes 0)",
+             f"{'round':<9}{'pairs':>8}{'policy-r':>18}{'Δ vs policy-0':>18}" + (f"{'[seeds+prompts]':>18}" if sp else "")
+             + f"{'Δ vs round before':>20}" + (f"{'[seeds+prompts]':>18}" if sp else "")]
     for name, res in summary.items():
         if split in res:
             b = res[split]
-            lines.append(f"{name:<9}{res['pairs']:>8.0f}{_fmt(b['policy_r']):>18}"
-                         f"{fmt_delta(b['vs_policy_0']):>18}{fmt_delta(b.get('vs_previous')):>20}")
+            lines.append(f"{name:<9}{res['pairs']:>8.0f}{_fmt(b['policy_r']):>18}{fmt_delta(b['vs_policy_0']):>18}"
+                         + (f"{fmt_delta(b.get('vs_policy_0_seeds_prompts')):>18}" if sp else "")
+                         + f"{fmt_delta(b.get('vs_previous')):>20}"
+                         + (f"{fmt_delta(b.get('vs_previous_seeds_prompts')):>18}" if sp else ""))
     return "\n".join(lines)
 
 
@@ -166,7 +186,7 @@ def compare(a: list[dict], b: list[dict], metric: str | None = None) -> dict:
     for r in range(1, max(len(run["rounds"]) for run in a) + 1):
         res = {}
         for split in ("validation", "test"):
-            diffs = []
+            diffs, bits = [], []
             for run in a:
                 other = by_seed.get(run["seed"])
                 if other is None or len(run["rounds"]) < r or len(other["rounds"]) < r:
@@ -174,20 +194,32 @@ def compare(a: list[dict], b: list[dict], metric: str | None = None) -> dict:
                 x, y = _value(run["rounds"][r - 1], split, metric), _value(other["rounds"][r - 1], split, metric)
                 if x is not None and y is not None:
                     diffs.append(x - y)
+                    bits.append((run["rounds"][r - 1][split].get("outcomes_r"),
+                                 other["rounds"][r - 1][split].get("outcomes_r")))
             if diffs:
                 block = mean_ci(diffs)
                 block["significant"] = significant(block["ci95"])
+                if metric is None and all(x and y for x, y in bits):
+                    block["seeds_prompts"] = seeds_and_prompts_ci(differences([x for x, _ in bits], [y for _, y in bits]))
                 res[split] = block
         out[f"round-{r}"] = res
     return out
 
 
 def compare_table(diff: dict, a_name: str, b_name: str, metric: str | None = None) -> str:
-    lines = [f"{a_name} - {b_name} ({metric or METRIC}, paired by seed; points, mean ± 95% interval; * = excludes 0)",
-             f"{'round':<9}{'validation':>18}{'test':>18}{'seeds':>7}"]
+    sp = any(blk.get("seeds_prompts") for res in diff.values() for blk in res.values())
+    lines = [f"{a_name} - {b_name} ({metric or METRIC}, paired by seed; points, mean ± 95% interval over seeds"
+             + (" [over seeds and prompts]" if sp else "") + "; * = excludes 0)",
+             f"{'round':<9}{'validation':>18}" + (f"{'[seeds+prompts]':>18}" if sp else "") + f"{'test':>18}"
+             + (f"{'[seeds+prompts]':>18}" if sp else "") + f"{'seeds':>7}"]
     for name, res in diff.items():
         n = max((blk["n_seeds"] for blk in res.values()), default=0)
-        lines.append(f"{name:<9}{fmt_delta(res.get('validation')):>18}{fmt_delta(res.get('test')):>18}{n:>7}")
+        cells = []
+        for split in ("validation", "test"):
+            cells.append(f"{fmt_delta(res.get(split)):>18}")
+            if sp:
+                cells.append(f"{fmt_delta((res.get(split) or {}).get('seeds_prompts')):>18}")
+        lines.append(f"{name:<9}" + "".join(cells) + f"{n:>7}")
     return "\n".join(lines)
 
 

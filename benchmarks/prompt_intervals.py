@@ -1,0 +1,109 @@
+"""Intervals over seeds *and* prompts for the benchmark tables (ablations.py, rounds.py).
+
+A seed interval (the mean over training seeds with a t-interval) answers "would another training seed
+give the same number on these 311 / 500 prompts?". It does not answer "would another draw of prompts
+from the same world give the same number?": every seed is scored on the same prompts, so the
+prompt-sampling error is shared by all seeds and does not shrink with more of them. Session 16 saw
+validation and test disagree by ~6 points on deltas whose seed intervals were ±1: that is the part
+the seed interval leaves out.
+
+This module records each policy's greedy outcome per prompt (a "0"/"1" string per split, the same
+measurement as the evaluate stage, checked against it) and computes, for any per-(seed, prompt)
+difference d[s, i] (policy-1 − policy-0, or variant A − variant B paired by seed and prompt):
+
+    SE_seed   = sd_s( mean_i d[s, i] ) / sqrt(S)     (training-seed noise)
+    SE_prompt = sd_i( mean_s d[s, i] ) / sqrt(n)     (prompt-sampling noise of the seed-averaged gain)
+    half      = sqrt( (t_{S-1} · SE_seed)^2 + (1.96 · SE_prompt)^2 )
+
+Under d = μ + prompt effect + seed effect + noise the two variances add to the variance of the mean
+plus the noise term once more, so the interval is slightly conservative; with one seed it is the
+evaluate stage's own paired interval.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+
+def t_quantile(df: int) -> float:
+    """Two-sided 95% Student t quantile (df >= 1)."""
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+             10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+    if df in table:
+        return table[df]
+    return next((table[k] for k in sorted(table) if k >= df), 1.96)
+
+
+def outcome_bits(backend, records: list[dict], max_new_tokens: int, eval_seed: int) -> str:
+    """Greedy correctness of `backend` on each record, "1"/"0" in record order: the evaluate stage's decoding
+    (temperature 0, its per-prompt seeds) and scoring (the task's answer extraction and match)."""
+    from prefsynth.backends.base import SamplingParams
+    from prefsynth.ids import seed_for
+    from prefsynth.tasks import get_task
+
+    done = backend.generate([r["prompt"] for r in records],
+                            SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens),
+                            [seed_for(eval_seed, r["prompt_id"], "eval-greedy") for r in records])
+    bits = []
+    for rec, (c,) in zip(records, done):
+        task = get_task(rec["task"])
+        bits.append("1" if task.answers_match(task.extract_answer(c.text), rec["reference_answer"]) else "0")
+    return "".join(bits)
+
+
+def greedy_outcomes(project: Path, policy_dir: str) -> dict[str, str]:
+    """Per-prompt greedy correctness of one policy of `project` on its evaluate splits (test and validation),
+    in prompt-id order: the evaluate stage's records, params and backend."""
+    from prefsynth.backends.factory import release_backends, resolve_model, shared_backend
+    from prefsynth.config import load_params
+    from prefsynth.pipelines.evaluate import split_records
+    from prefsynth.schemas.io import read_records
+
+    params = load_params(str(project / "params.yaml"))
+    cfg = params.evaluate
+    prompts = read_records(str(project / "data/prompts"))
+    splits = {"test": split_records(prompts, cfg.split, cfg.max_prompts)}
+    if cfg.validation_split and cfg.validation_split != cfg.split:
+        splits["validation"] = split_records(prompts, cfg.validation_split, cfg.max_prompts)
+    eval_seed = params.seed if cfg.seed is None else cfg.seed
+    backend = shared_backend(params.policy, resolve_model(str(project / policy_dir), params.policy))
+    try:
+        return {split: outcome_bits(backend, records, cfg.max_new_tokens, eval_seed)
+                for split, records in splits.items()}
+    finally:
+        del backend
+        release_backends()
+
+
+def check_against(outcomes: str, accuracy: float, what: str) -> None:
+    """The recorded outcomes must give the evaluate stage's accuracy: the same measurement, not a near one."""
+    got = outcomes.count("1") / len(outcomes)
+    if abs(got - accuracy) > 1e-9:
+        raise RuntimeError(f"{what}: greedy outcomes give {got:.4f}, the evaluate stage reported {accuracy:.4f}")
+
+
+def differences(a: list[str], b: list[str]) -> list[list[int]]:
+    """d[s][i] = a[s][i] − b[s][i] for outcome strings paired by seed (index) and prompt (position)."""
+    rows = []
+    for x, y in zip(a, b):
+        if len(x) != len(y):
+            raise ValueError(f"outcome strings over different prompts ({len(x)} vs {len(y)})")
+        rows.append([int(p) - int(q) for p, q in zip(x, y)])
+    return rows
+
+
+def seeds_and_prompts_ci(d: list[list[int]]) -> dict:
+    """Mean of d[s][i] with the 95% interval over seeds and prompts (module docstring); `prompt_half` and
+    `seed_half` say which part dominates."""
+    S, n = len(d), len(d[0])
+    per_seed = [sum(row) / n for row in d]
+    per_prompt = [sum(d[s][i] for s in range(S)) / S for i in range(n)]
+    mean = statistics.fmean(per_seed)
+    seed_half = t_quantile(S - 1) * statistics.stdev(per_seed) / math.sqrt(S) if S > 1 else 0.0
+    prompt_half = 1.96 * statistics.stdev(per_prompt) / math.sqrt(n) if n > 1 else 0.0
+    half = math.hypot(seed_half, prompt_half)
+    return {"mean": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)],
+            "seed_half": round(seed_half, 4), "prompt_half": round(prompt_half, 4), "n_seeds": S, "n_prompts": n,
+            "significant": bool(mean - half > 0 or mean + half < 0)}
