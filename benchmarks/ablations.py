@@ -129,6 +129,12 @@ def run_one(project: Path, overrides: list[str], seed: int) -> dict:
     return row
 
 
+def without_outcomes(row: dict) -> dict:
+    """A run's row for the progress log: the per-prompt outcome strings stay in the saved JSON only."""
+    return {k: ({kk: vv for kk, vv in v.items() if not kk.startswith("outcomes_")} if isinstance(v, dict) else v)
+            for k, v in row.items()}
+
+
 def outcome_ci(rows_a: list[dict], rows_b: list[dict] | None, split: str, a_key: str = "outcomes_1",
                b_key: str = "outcomes_1") -> dict | None:
     """The seeds-and-prompts interval of A − B (B = policy-0 of the same rows when rows_b is None), paired by
@@ -255,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--paired", nargs="+", default=[], metavar="A:B",
                     help="also print variant A − variant B per split, paired by seed (e.g. step:response)")
     ap.add_argument("--summarise", metavar="FILE", help="only print the tables of a saved run (its JSON, or the "
-                    "JSON lines it printed), e.g. one that was interrupted")
+                    "JSON lines it printed: seed intervals only, the outcomes are in the JSON), e.g. one that was interrupted")
     args = ap.parse_args(argv)
     if args.summarise:
         print_tables(args.summarise, args.paired)
@@ -285,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps({"variant": name, "seed": seed, "failed": failed[name][-1]["error"]}), flush=True)
                 continue
             runs.setdefault(name, []).append(row)
-            print(json.dumps({"variant": name, **row}), flush=True)
+            print(json.dumps({"variant": name, **without_outcomes(row)}), flush=True)
             # kept after every run: an interrupted run leaves what it measured (--summarise reads it)
             save(args.out, seeds, round(time.perf_counter() - t0), runs, failed, partial=True)
         if name == "default" and runs.get("default"):

@@ -34,7 +34,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablations import METRIC, _fmt, apply_overrides, dvc, fmt_delta, mean_ci, significant  # noqa: E402
+from ablations import (METRIC, _fmt, apply_overrides, dvc, fmt_delta, mean_ci, significant,  # noqa: E402
+                       without_outcomes)
 from prompt_intervals import check_against, differences, greedy_outcomes, seeds_and_prompts_ci  # noqa: E402
 
 
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         runs.append(run_seed(project, args.rounds, seed, args.set))
-        print(json.dumps(runs[-1]), flush=True)
+        print(json.dumps({**runs[-1], "rounds": [without_outcomes(r) for r in runs[-1]["rounds"]]}), flush=True)
         # kept after every seed: an interrupted run leaves what it measured
         out.write_text(json.dumps({"rounds": args.rounds, "overrides": args.set, "runs": runs,
                                    "wall_s": round(time.perf_counter() - t0), "summary": summarise(runs)}, indent=2))
