@@ -8,16 +8,20 @@ validation and test disagree by ~6 points on deltas whose seed intervals were ±
 the seed interval leaves out.
 
 This module records each policy's greedy outcome per prompt (a "0"/"1" string per split, the same
-measurement as the evaluate stage, checked against it) and computes, for any per-(seed, prompt)
-difference d[s, i] (policy-1 − policy-0, or variant A − variant B paired by seed and prompt):
+measurement as the evaluate stage, checked against it) and, for any per-(seed, prompt) difference
+d[s, i] (policy-1 − policy-0, or variant A − variant B paired by seed and prompt), reads the variance
+of the grand mean off a two-way random-effects model d = μ + prompt_i + seed_s + residual_si
+(one observation per cell; the ANOVA mean squares over S seeds and n prompts):
 
-    SE_seed   = sd_s( mean_i d[s, i] ) / sqrt(S)     (training-seed noise)
-    SE_prompt = sd_i( mean_s d[s, i] ) / sqrt(n)     (prompt-sampling noise of the seed-averaged gain)
-    half      = sqrt( (t_{S-1} · SE_seed)^2 + (1.96 · SE_prompt)^2 )
+    Var(mean) = σ²_seed / S + (σ²_prompt + σ²_resid / S) / n
+    σ²_seed / S                      ≈ max(0, MS_seed − MS_resid) / (n·S)
+    (σ²_prompt + σ²_resid / S) / n   = E[MS_prompt] / (n·S)
+    half = sqrt( t²_{S−1} · max(0, MS_seed − MS_resid) / (n·S)  +  1.96² · MS_prompt / (n·S) )
 
-Under d = μ + prompt effect + seed effect + noise the two variances add to the variance of the mean
-plus the noise term once more, so the interval is slightly conservative; with one seed it is the
-evaluate stage's own paired interval.
+The seed part carries Student's t on S − 1 degrees of freedom (3 seeds: 4.30), the prompt part the normal
+quantile (hundreds of prompts). With one seed it is the evaluate stage's own paired interval. On
+session 17's round-1 runs MS_seed was at or below MS_resid for most variants: the spread between
+training seeds is what per-prompt flips alone predict, and the prompts are most of the width.
 """
 
 from __future__ import annotations
@@ -95,14 +99,20 @@ def differences(a: list[str], b: list[str]) -> list[list[int]]:
 
 
 def seeds_and_prompts_ci(d: list[list[int]]) -> dict:
-    """Mean of d[s][i] with the 95% interval over seeds and prompts (module docstring); `prompt_half` and
-    `seed_half` say which part dominates."""
+    """Mean of d[s][i] with its 95% interval over seeds and prompts (module docstring); `seed_half` and
+    `prompt_half` are the two parts of the width (they add in quadrature)."""
     S, n = len(d), len(d[0])
     per_seed = [sum(row) / n for row in d]
     per_prompt = [sum(d[s][i] for s in range(S)) / S for i in range(n)]
     mean = statistics.fmean(per_seed)
-    seed_half = t_quantile(S - 1) * statistics.stdev(per_seed) / math.sqrt(S) if S > 1 else 0.0
-    prompt_half = 1.96 * statistics.stdev(per_prompt) / math.sqrt(n) if n > 1 else 0.0
+    ms_prompt = S * statistics.variance(per_prompt) if n > 1 else 0.0
+    seed_half = 0.0
+    if S > 1 and n > 1:
+        ms_seed = n * statistics.variance(per_seed)
+        ss_resid = sum((d[s][i] - per_seed[s] - per_prompt[i] + mean) ** 2 for s in range(S) for i in range(n))
+        ms_resid = ss_resid / ((S - 1) * (n - 1))
+        seed_half = t_quantile(S - 1) * math.sqrt(max(0.0, ms_seed - ms_resid) / (n * S))
+    prompt_half = 1.96 * math.sqrt(ms_prompt / (n * S))
     half = math.hypot(seed_half, prompt_half)
     return {"mean": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)],
             "seed_half": round(seed_half, 4), "prompt_half": round(prompt_half, 4), "n_seeds": S, "n_prompts": n,

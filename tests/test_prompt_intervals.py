@@ -36,17 +36,24 @@ def test_interval_by_hand():
     assert got["mean"] == 0.5 and got["seed_half"] == 0.0
     assert got["prompt_half"] == pytest.approx(1.96 * sd / 2, abs=1e-4)
     assert got["ci95"] == pytest.approx([0.5 - 1.96 * sd / 2, 0.5 + 1.96 * sd / 2], abs=1e-4)
-    # a seed spread adds in quadrature: t(1) = 12.706 on 2 seeds
-    got = pi.seeds_and_prompts_ci([[1, 1, 0, 0], [1, 1, 1, 0]])
-    seed_half = 12.706 * statistics_sd([0.5, 0.75]) / math.sqrt(2)
-    assert got["seed_half"] == pytest.approx(seed_half, abs=1e-4)
+    # a real seed effect (seed 2 gains every prompt): two-way mean squares by hand, 2 seeds x 4 prompts
+    got = pi.seeds_and_prompts_ci([[1, 1, 0, 0], [1, 1, 1, 1]])
+    ms_seed, ms_resid, ms_prompt = 0.5, 0.5 / 3, 1 / 6  # n·var(.5, 1); SS_resid .5 on 3 df; S·var(1, 1, .5, .5)
+    assert got["mean"] == 0.75
+    assert got["seed_half"] == pytest.approx(12.706 * math.sqrt((ms_seed - ms_resid) / 8), abs=1e-4)
+    assert got["prompt_half"] == pytest.approx(1.96 * math.sqrt(ms_prompt / 8), abs=1e-4)
     half = (got["ci95"][1] - got["ci95"][0]) / 2
     assert half == pytest.approx(math.hypot(got["seed_half"], got["prompt_half"]), abs=1e-4)
+    # seeds that differ only by which prompts flip (MS_seed = MS_resid): no seed part
+    assert pi.seeds_and_prompts_ci([[1, 1, 0, 0], [1, 1, 1, 0]])["seed_half"] == 0.0
 
 
-def statistics_sd(xs):
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+def test_one_seed_gives_the_evaluate_stages_paired_interval():
+    from prefsynth.pipelines.evaluate import paired_delta
+
+    after, before = [1, 1, 0, 1, 0, 1, 1, 0, 1, 1], [1, 0, 0, 0, 0, 1, 1, 1, 0, 0]
+    got = pi.seeds_and_prompts_ci(pi.differences(["".join(map(str, after))], ["".join(map(str, before))]))
+    assert got["ci95"] == pytest.approx(paired_delta(after, before)["ci95"], abs=1e-4)
 
 
 def test_the_prompt_part_does_not_shrink_with_seeds():
