@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
             runs.setdefault(name, []).append(row)
             print(json.dumps({"variant": name, **without_outcomes(row)}), flush=True)
             # kept after every run: an interrupted run leaves what it measured (--summarise reads it)
-            save(args.out, seeds, round(time.perf_counter() - t0), runs, failed, partial=True)
+            save(args.out, seeds, round(time.perf_counter() - t0), runs, failed, partial=True,
+                 variants={n: variants[n] for n in names})
         if name == "default" and runs.get("default"):
             default_steps = runs["default"][0]["steps"]
     summary = summarise(runs)
@@ -308,14 +309,15 @@ def main(argv: list[str] | None = None) -> None:
     for name, errs in failed.items():
         print(f"{name}: failed on seeds {[e['seed'] for e in errs]}: {errs[0]['error']}")
     print(f"wall time {wall} s for {len(names)} variants x {len(seeds)} seeds")
-    save(args.out, seeds, wall, runs, failed)
+    save(args.out, seeds, wall, runs, failed, variants={n: variants[n] for n in names})
 
 
-def save(path: str, seeds: list[int], wall: int, runs: dict, failed: dict, partial: bool = False) -> None:
+def save(path: str, seeds: list[int], wall: int, runs: dict, failed: dict, partial: bool = False,
+         variants: dict | None = None) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seeds": seeds, "wall_s": wall, "partial": partial, "runs": runs, "failed": failed,
-                               "summary": summarise(runs)}, indent=2))
+    out.write_text(json.dumps({"seeds": seeds, "wall_s": wall, "partial": partial, "variants": variants or {},
+                               "runs": runs, "failed": failed, "summary": summarise(runs)}, indent=2))
 
 
 def print_tables(path: str, comparisons: list[str] = ()) -> None:
