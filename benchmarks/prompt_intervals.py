@@ -19,7 +19,9 @@ of the grand mean off a two-way random-effects model d = μ + prompt_i + seed_s 
     half = sqrt( t²_{S−1} · max(0, MS_seed − MS_resid) / (n·S)  +  1.96² · MS_prompt / (n·S) )
 
 The seed part carries Student's t on S − 1 degrees of freedom (3 seeds: 4.30), the prompt part the normal
-quantile (hundreds of prompts). With one seed it is the evaluate stage's own paired interval. On
+quantile (hundreds of prompts). With one seed it is the evaluate stage's own paired interval. It can be
+narrower than the seed-only t-interval: when seeds differ only by which prompts flip, that flip noise
+is read off n·(S − 1) residual degrees of freedom instead of S − 1 seed means (t 4.30 on 3 seeds). On
 session 17's round-1 runs MS_seed was at or below MS_resid for most variants: the spread between
 training seeds is what per-prompt flips alone predict, and the prompts are most of the width.
 """
