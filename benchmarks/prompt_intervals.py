@@ -28,6 +28,7 @@ training seeds is what per-prompt flips alone predict, and the prompts are most 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from pathlib import Path
@@ -42,21 +43,13 @@ def t_quantile(df: int) -> float:
     return next((table[k] for k in sorted(table) if k >= df), 1.96)
 
 
-def outcome_bits(backend, records: list[dict], max_new_tokens: int, eval_seed: int) -> str:
-    """Greedy correctness of `backend` on each record, "1"/"0" in record order: the evaluate stage's decoding
-    (temperature 0, its per-prompt seeds) and scoring (the task's answer extraction and match)."""
-    from prefsynth.backends.base import SamplingParams
-    from prefsynth.ids import seed_for
-    from prefsynth.tasks import get_task
+def outcome_bits(backend, records: list[dict], cfg, eval_seed: int) -> str:
+    """Greedy correctness of `backend` on each record, "1"/"0" in record order: the evaluate stage's own
+    `evaluate_policy` with its k samples off (greedy only)."""
+    from prefsynth.pipelines.evaluate import evaluate_policy
 
-    done = backend.generate([r["prompt"] for r in records],
-                            SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens),
-                            [seed_for(eval_seed, r["prompt_id"], "eval-greedy") for r in records])
-    bits = []
-    for rec, (c,) in zip(records, done):
-        task = get_task(rec["task"])
-        bits.append("1" if task.answers_match(task.extract_answer(c.text), rec["reference_answer"]) else "0")
-    return "".join(bits)
+    res = evaluate_policy(backend, records, dataclasses.replace(cfg, k=0), eval_seed)
+    return "".join("1" if ok else "0" for ok in res["_per_prompt"]["greedy_accuracy"])
 
 
 def greedy_outcomes(project: Path, policy_dir: str) -> dict[str, str]:
@@ -76,7 +69,7 @@ def greedy_outcomes(project: Path, policy_dir: str) -> dict[str, str]:
     eval_seed = params.seed if cfg.seed is None else cfg.seed
     backend = shared_backend(params.policy, resolve_model(str(project / policy_dir), params.policy))
     try:
-        return {split: outcome_bits(backend, records, cfg.max_new_tokens, eval_seed)
+        return {split: outcome_bits(backend, records, cfg, eval_seed)
                 for split, records in splits.items()}
     finally:
         del backend

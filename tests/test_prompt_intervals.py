@@ -86,7 +86,7 @@ def test_outcomes_are_the_evaluate_stages_own():
     records = [arith_record(p, "test", 7, 0.0) for p in problems]
     cfg = EvaluateConfig(k=0, max_new_tokens=64)
     stage = evaluate_policy(HalfRightPolicy(), records, cfg, seed=3)
-    bits = pi.outcome_bits(HalfRightPolicy(), records, cfg.max_new_tokens, eval_seed=3)
+    bits = pi.outcome_bits(HalfRightPolicy(), records, EvaluateConfig(k=4, max_new_tokens=64), eval_seed=3)
     assert bits == "".join("1" if x else "0" for x in stage["_per_prompt"]["greedy_accuracy"]) == "10" * 6
     pi.check_against(bits, stage["greedy_accuracy"], "half right")
     with pytest.raises(RuntimeError, match="evaluate stage reported 0.6000"):
