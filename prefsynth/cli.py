@@ -24,6 +24,7 @@ STAGES = {
     "serve": "prefsynth.backends.server",
     "real-model": "prefsynth.real_model",
     "profile": "prefsynth.profile",
+    "compare": "prefsynth.compare",
 }
 
 

@@ -71,6 +71,8 @@ def test_dvc_repro_runs_every_stage_then_skips_them(tmp_path, repo):
         lo, hi = p1["ci95"]["greedy_accuracy"]
         assert lo <= p1["greedy_accuracy"] <= hi
         assert p1["paired_delta_vs_first"]["greedy_accuracy"]["n"] == 10
+    outcomes = json.loads((project / "metrics/round-1/outcomes.json").read_text())  # a DVC out, for `compare`
+    assert len(outcomes["splits"]["test"]["policies"]["policy-1"]["greedy_accuracy"]) == 10
     sel = json.loads((project / "metrics/round-1/pairs.json").read_text())
     assert "final_precision_by_source" in sel and "source_gate" in sel
     assert (project / "card/README.md").exists()

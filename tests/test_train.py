@@ -188,6 +188,22 @@ def test_train_then_evaluate_round(tmp_path, trainer, extra):
         p1["greedy_accuracy"] - ev["policies"]["policy-0"]["greedy_accuracy"], abs=1e-4)
     lines = (tmp_path / "plots" / "accuracy.csv").read_text().splitlines()
     assert lines[0].startswith("round,policy,greedy_accuracy") and len(lines) == 3
+    # the per-prompt outcomes beside the metrics: they give the stage's own accuracies and paired deltas
+    from prefsynth.compare import compare
+
+    out = json.loads((tmp_path / "outcomes.json").read_text())
+    assert out["policies"] == ["policy-0", "policy-1"] and out["baseline"] == "policy-0"
+    assert [len(out["splits"][s]["prompt_ids"]) for s in ("test", "validation")] == [16, 8]
+    for split, block in (("test", ev["policies"]), ("validation", val["policies"])):
+        for name, res in block.items():
+            bits = out["splits"][split]["policies"][name]
+            assert set(bits) == {"greedy_accuracy", "maj_at_2", "pass_at_2"}
+            assert bits["greedy_accuracy"].count("1") / len(bits["greedy_accuracy"]) == pytest.approx(
+                res["greedy_accuracy"], abs=1e-9)
+        got = compare([str(tmp_path / "outcomes.json")], None, None, None)["splits"][split]
+        assert got["mean"] == block["policy-1"]["paired_delta_vs_first"]["greedy_accuracy"]["delta"]
+        assert got["ci95"] == pytest.approx(block["policy-1"]["paired_delta_vs_first"]["greedy_accuracy"]["ci95"],
+                                            abs=1e-4)
 
 
 def test_kto_trainer_writes_a_policy(tmp_path):

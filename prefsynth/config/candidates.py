@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from prefsynth.config.fields import option as _f
 
 STEP_DPO_SPANS = ("step", "rest", "full", "sampled")  # what a Step-DPO pair's sides hold (CandidatesConfig)
+# the spans whose chosen side is the task's expected steps from the first wrong one on: only for tasks whose
+# expected steps are a whole correct solution (arith); elsewhere (gsm8k's calculations) they fall back to "step"
+WHOLE_SOLUTION_SPANS = ("rest", "full")
 
 
 @dataclass

@@ -18,6 +18,7 @@ import collections
 import apache_beam as beam
 
 from prefsynth.config import Params, load_params
+from prefsynth.config.candidates import WHOLE_SOLUTION_SPANS
 from prefsynth.pipelines.cli_args import add_outputs, stage_parser
 from prefsynth.pipelines.stage import Output, run_stage, write_metrics
 from prefsynth.schemas.io import METRICS_NAMESPACE, ReadDataset, WriteDataset, read_records, read_table
@@ -105,7 +106,7 @@ def pairs_for_prompt(element, params: Params):
             v = verdicts[r["response_id"]]
             if v is not None:
                 span = cfg.step_dpo_span
-                if span in ("rest", "full") and not v.exact:  # gsm8k's expected steps only correct a calculation
+                if span in WHOLE_SOLUTION_SPANS and not v.exact:  # gsm8k's expected steps only correct a calculation
                     span = "step"
                     _counter("step_dpo_span_fallback").inc()
                 found = step_dpo_pairs(prompt, r, v.step_correct, v.expected_steps, task.step_delimiter,

@@ -6,7 +6,9 @@ steps can be checked exactly (arith), per-step accuracy; deltas against the firs
 prompts with its 95% interval. `policies` is the test split (read once per run, never used to
 choose anything); `validation` the same numbers on the validation split, where defaults and
 ablation variants are compared. Writes metrics/evaluate.json and plots/accuracy.csv (test, one row per policy) for
-`dvc plots show`. Any task with reference answers and any backend work the same way: with a real
+`dvc plots show`, and outcomes.json beside the metrics: every policy's per-prompt outcomes on both splits,
+which `prefsynth compare` pairs across runs and seeds.
+Any task with reference answers and any backend work the same way: with a real
 model and GSM8K-style prompts the stage reports the same numbers.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 import logging
 import math
 import time
@@ -116,6 +119,14 @@ def split_records(prompts: list[dict], split: str, max_prompts: int | None) -> l
     return records[:max_prompts] if max_prompts else records
 
 
+def outcome_strings(records: list[dict], results: dict) -> dict:
+    """The per-prompt outcomes of every policy on one split: "0"/"1" per prompt, in `prompt_ids` order, for
+    each headline metric; what paired and seed-and-prompt intervals between runs need (`prefsynth compare`)."""
+    return {"prompt_ids": [r["prompt_id"] for r in records],
+            "policies": {name: {k: "".join("1" if ok else "0" for ok in v) for k, v in res["_per_prompt"].items()}
+                         for name, res in results.items()}}
+
+
 def with_deltas(results: dict, baseline: str) -> dict:
     """Every policy's results plus its deltas (plain and paired, same prompts) against the baseline's."""
     base = results[baseline]
@@ -136,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="policy directories, first = the baseline the deltas are against")
     add_outputs(ap, metrics="metrics/evaluate.json")
     ap.add_argument("--plots", default="plots/accuracy.csv")
+    ap.add_argument("--outcomes", default=None,
+                    help="per-prompt outcomes of every policy (JSON; default: outcomes.json beside --metrics)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = params.evaluate
@@ -166,6 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     baseline = Path(args.policies[0]).name
     base = results[baseline]
     keys = [k for k in base if isinstance(base[k], float) and k != "eval_seconds"]
+    outcomes = {"baseline": baseline, "policies": list(results), "metric_keys": sorted(base["_per_prompt"]),
+                "splits": {cfg.split: outcome_strings(records, results)}}
+    if val_records:
+        outcomes["splits"][cfg.validation_split] = outcome_strings(val_records, val_results)
     with_deltas(results, baseline)
     validation = ({"split": cfg.validation_split, "n_prompts": len(val_records),
                    "policies": with_deltas(val_results, baseline)} if val_records else
@@ -173,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                    "skipped": "no validation prompts with a reference answer" if cfg.validation_split else "off"})
     write_metrics(args.metrics, {"baseline": baseline, "split": cfg.split, "policies": results,
                                  "validation": validation})
+    outcomes_path = Path(args.outcomes or Path(args.metrics).with_name("outcomes.json"))
+    outcomes_path.parent.mkdir(parents=True, exist_ok=True)
+    outcomes_path.write_text(json.dumps(outcomes, indent=1, sort_keys=True) + "\n")
     Path(args.plots).parent.mkdir(parents=True, exist_ok=True)
     with open(args.plots, "w", newline="") as f:
         w = csv.writer(f)

@@ -110,7 +110,8 @@ def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], e
             expected_steps[first_wrong] == steps[first_wrong]:
         return []
     text = lambda ss: "".join(s + step_end for s in ss)  # noqa: E731  steps as the policy writes them
-    prefix, context = steps[:first_wrong], prompt["prompt"] + text(steps[:first_wrong])
+    prefix = steps[:first_wrong]  # the correct steps the response and the correction share
+    pair_prompt = prompt["prompt"] + text(prefix)  # the DPO prompt: the question and that prefix
     if span == "rest":
         chosen, rejected = text(expected_steps[first_wrong:]), text(steps[first_wrong:])
         reason = f"Step-DPO, rest of solution from first wrong step {first_wrong}"
@@ -118,7 +119,7 @@ def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], e
         chosen, rejected = expected_steps[first_wrong] + step_end, steps[first_wrong] + step_end
         reason = f"Step-DPO: first wrong step {first_wrong}"
     elif span == "full":
-        context = prompt["prompt"]
+        pair_prompt = prompt["prompt"]  # the prefix moves into both sides
         chosen, rejected = text(prefix + list(expected_steps[first_wrong:])), text(steps)
         reason = f"Step-DPO, whole solution corrected from first wrong step {first_wrong}"
     elif span == "sampled":
@@ -130,7 +131,7 @@ def step_dpo_pairs(prompt: dict, response: dict, step_correct: Sequence[bool], e
         reason = f"Step-DPO, own correct sample's rest from first wrong step {first_wrong}"
     else:
         raise ValueError(f"step_dpo_pairs: span must be one of {STEP_DPO_SPANS}, got {span!r}")
-    return [_pair(prompt["prompt_id"], "step", context, chosen, rejected, None, response["response_id"], 1.0, 0.0,
+    return [_pair(prompt["prompt_id"], "step", pair_prompt, chosen, rejected, None, response["response_id"], 1.0, 0.0,
                   source, reason)]
 
 
