@@ -112,8 +112,9 @@ def run_one(project: Path, overrides: list[str], seed: int) -> dict:
         dvc(project, "repro", "evaluate@1")
         ev = json.loads((project / "metrics/round-1/evaluate.json").read_text())
         train = json.loads((project / "metrics/round-1/train.json").read_text())
-        # per-prompt greedy outcomes (a few seconds): the intervals over seeds *and* prompts
-        outcomes = {p: greedy_outcomes(project, f"models/{p}") for p in ("policy-0", "policy-1")}
+        # per-prompt greedy outcomes (the evaluate stage's outcomes.json): the intervals over seeds *and* prompts
+        outcomes = {p: greedy_outcomes(project, f"models/{p}", project / "metrics/round-1/outcomes.json")
+                    for p in ("policy-0", "policy-1")}
     finally:  # each run starts from the user's params.yaml
         path.write_text(original)
     row = {"seed": seed, "pairs": train.get("pairs") or train.get("examples"), "steps": train.get("train_steps"),

@@ -24,9 +24,23 @@ def outcome_bits(backend, records: list[dict], cfg, eval_seed: int) -> str:
     return "".join("1" if ok else "0" for ok in res["_per_prompt"]["greedy_accuracy"])
 
 
-def greedy_outcomes(project: Path, policy_dir: str) -> dict[str, str]:
+def stage_outcomes(path: Path, policy: str, splits: dict[str, str]) -> dict[str, str] | None:
+    """`policy`'s greedy outcomes from an evaluate stage's outcomes.json, keyed as `splits` maps our names
+    ("test", "validation") to the stage's split names; None when the file or the policy is not there."""
+    import json
+
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())["splits"]
+    if not all(name in data and policy in data[name]["policies"] for name in splits.values()):
+        return None
+    return {ours: data[name]["policies"][policy]["greedy_accuracy"] for ours, name in splits.items()}
+
+
+def greedy_outcomes(project: Path, policy_dir: str, outcomes_file: Path | None = None) -> dict[str, str]:
     """Per-prompt greedy correctness of one policy of `project` on its evaluate splits (test and validation),
-    in prompt-id order: the evaluate stage's records, params and backend."""
+    in prompt-id order: read from the evaluate stage's `outcomes_file` when it has the policy, else decoded
+    again with the stage's records, params and backend (projects from before the stage wrote them)."""
     from prefsynth.backends.factory import release_backends, resolve_model, shared_backend
     from prefsynth.config import load_params
     from prefsynth.pipelines.evaluate import split_records
@@ -34,6 +48,11 @@ def greedy_outcomes(project: Path, policy_dir: str) -> dict[str, str]:
 
     params = load_params(str(project / "params.yaml"))
     cfg = params.evaluate
+    names = {"test": cfg.split}
+    if cfg.validation_split and cfg.validation_split != cfg.split:
+        names["validation"] = cfg.validation_split
+    if outcomes_file is not None and (found := stage_outcomes(outcomes_file, Path(policy_dir).name, names)):
+        return found
     prompts = read_records(str(project / "data/prompts"))
     splits = {"test": split_records(prompts, cfg.split, cfg.max_prompts)}
     if cfg.validation_split and cfg.validation_split != cfg.split:

@@ -55,8 +55,10 @@ def run_seed(project: Path, rounds: int, seed: int, overrides: list[str]) -> dic
         path.write_text(yaml.safe_dump(params, sort_keys=False))
         dvc(project, "repro", *(f"evaluate@{r}" for r in range(1, rounds + 1)))
         per_round = []
-        # per-prompt greedy outcomes (seconds a policy): the intervals over seeds *and* prompts
-        outcomes = {r: greedy_outcomes(project, f"models/policy-{r}") for r in range(0, rounds + 1)}
+        # per-prompt greedy outcomes (each round's evaluate outcomes.json): the intervals over seeds *and* prompts
+        outcomes = {r: greedy_outcomes(project, f"models/policy-{r}",
+                                       project / f"metrics/round-{max(r, 1)}/outcomes.json")
+                    for r in range(0, rounds + 1)}
         for r in range(1, rounds + 1):
             ev = json.loads((project / f"metrics/round-{r}/evaluate.json").read_text())
             train = json.loads((project / f"metrics/round-{r}/train.json").read_text())

@@ -93,6 +93,23 @@ def test_outcomes_are_the_evaluate_stages_own():
         pi.check_against(bits, 0.6, "half right")
 
 
+def test_outcomes_read_from_the_evaluate_stages_file(tmp_path):
+    import json
+
+    from prefsynth.pipelines.evaluate import outcome_strings
+
+    problems = arith.generate_problems(arith.ArithConfig(), 7, "test-intervals", 0, 12)
+    records = [arith_record(p, "test", 7, 0.0) for p in problems]
+    stage = evaluate_policy(HalfRightPolicy(), records, EvaluateConfig(k=0, max_new_tokens=64), seed=3)
+    path = tmp_path / "outcomes.json"  # what the evaluate stage writes, test and validation alike
+    path.write_text(json.dumps({"splits": {"test": outcome_strings(records, {"policy-1": stage}),
+                                           "validation": outcome_strings(records, {"policy-1": stage})}}))
+    got = pi.stage_outcomes(path, "policy-1", {"test": "test", "validation": "validation"})
+    assert got == {"test": "10" * 6, "validation": "10" * 6}
+    assert pi.stage_outcomes(path, "policy-2", {"test": "test"}) is None  # not evaluated: decode instead
+    assert pi.stage_outcomes(tmp_path / "none.json", "policy-1", {"test": "test"}) is None
+
+
 def _run(seed, v1, t1, v0="0000", t0="0000"):
     def block(o0, o1):
         return {"policy_0": o0.count("1") / 4, "policy_1": o1.count("1") / 4,
