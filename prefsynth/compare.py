@@ -64,7 +64,11 @@ def compare(a_paths: list[str], b_paths: list[str] | None, policy: str | None, a
         raise ValueError(f"{len(a_paths)} files against {len(b_paths)}: give one per seed on each side")
     a_data = [load_outcomes(p) for p in a_paths]
     b_data = a_data if b_paths is a_paths else [load_outcomes(p) for p in b_paths]
-    out = {"metric": metric, "n_seeds": len(a_paths), "splits": {}}
+    separate = b_data is not a_data
+    out = {"metric": metric, "n_seeds": len(a_paths),
+           "a_policy": policy or a_data[0]["policies"][-1],
+           "b_policy": against_policy or (b_data[0]["policies"][-1] if separate else b_data[0]["baseline"]),
+           "splits": {}}
     for split in splits:
         if not all(split in d["splits"] for d in a_data + b_data):
             continue  # e.g. evaluate.validation_split off in one of the runs
@@ -121,10 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(result, indent=1))
         return
-    a_name = args.policy or "last policy"
-    b_name = (against_policy or "last policy") if args.against else (args.against_policy or "baseline")
-    a_name = f"A ({a_name})" if args.against else a_name
-    b_name = f"B ({b_name})" if args.against else b_name
+    a_name, b_name = result["a_policy"], result["b_policy"]
+    if args.against:
+        a_name, b_name = f"A ({a_name})", f"B ({b_name})"
     print(format_table(result, a_name, b_name))
 
 

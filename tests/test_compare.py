@@ -70,6 +70,7 @@ def test_the_command(tmp_path):
     run = subprocess.run([sys.executable, "-m", "prefsynth", "compare", f], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     line = next(l for l in run.stdout.splitlines() if l.strip().startswith("test"))
+    assert run.stdout.startswith("greedy_accuracy: policy-1 − policy-0, 1 seed(s)")
     assert "n   12" in line and "Δ +33.3" in line and "A 0.667" in line and "B 0.333" in line
     missing = subprocess.run([sys.executable, "-m", "prefsynth", "compare", str(tmp_path / "none.json")],
                              capture_output=True, text=True)
