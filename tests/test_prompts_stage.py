@@ -1,3 +1,4 @@
+import collections
 import json
 from pathlib import Path
 
@@ -184,3 +185,30 @@ def test_extra_train_prompts_leave_the_held_out_prompts_and_policy_0_as_they_are
     assert sft_examples(params, exclude(a), 300) == sft_examples(params, exclude(b), 300)
     with pytest.raises(ValueError, match="extra_train_prompts"):
         load_params(_params(tmp_path, prompts={"source": "jsonl", "path": "x.jsonl", "extra_train_prompts": 5}))
+
+
+def test_extra_heldout_prompts_widen_test_and_validation_and_leave_the_train_prompts_as_they_are(tmp_path):
+    """prompts.extra_heldout_prompts: more held-out prompts from a stream of their own, split between test
+    and validation in the ratio of the fractions; train records are byte-for-byte the same, the main
+    stream's held-out records too, and no held-out problem copies a train one."""
+    small = {"max_ops": 2, "operand_max": 5}
+    base, _ = _run(tmp_path, _params(tmp_path, arith=small, prompts={"n_prompts": 400}), "base")
+    more, m1 = _run(tmp_path, _params(tmp_path, arith=small, prompts={"n_prompts": 400, "extra_train_prompts": 300,
+                                                                      "extra_heldout_prompts": 600}), "more")
+    a, b = read_records(str(base / "prompts")), read_records(str(more / "prompts"))
+    main = lambda recs, split: sorted((r for r in recs if r["split"] == split and r["source"].startswith("arith:")),
+                                      key=lambda r: r["prompt_id"])
+    for split in ("train", "test", "validation"):
+        assert main(a, split) == main(b, split)
+    extra = [r for r in b if r["source"].startswith("arith-heldout:")]
+    splits = collections.Counter(r["split"] for r in extra)
+    assert set(splits) == {"test", "validation"} and splits["test"] > splits["validation"]  # 0.2 : 0.1
+    assert not {r["question"] for r in b if r["split"] == "train"} & {r["question"] for r in extra}
+    assert len({r["prompt_id"] for r in b}) == len(b)
+    acc = m1["accounting"]
+    assert acc["n_in"] == 1300 and acc["balanced"] and acc["n_dropped"] > 0 and acc["n_out"] == len(b)
+    with pytest.raises(ValueError, match="extra_heldout_prompts"):
+        load_params(_params(tmp_path, prompts={"source": "jsonl", "path": "x.jsonl", "extra_heldout_prompts": 5}))
+    with pytest.raises(ValueError, match="extra_heldout_prompts"):
+        load_params(_params(tmp_path, prompts={"extra_heldout_prompts": 5, "test_fraction": 0,
+                                               "validation_fraction": 0}))

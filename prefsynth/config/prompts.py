@@ -16,6 +16,11 @@ class PromptsConfig:
     extra_train_prompts: int = _f(0, "arith: more problems from a stream of their own, all in the train split (a "
                                   "copy of a held-out problem is dropped): rounds see more prompts while the "
                                   "validation and test prompts, and so policy-0, stay as they are.")
+    extra_heldout_prompts: int = _f(0, "arith: more problems from a stream of their own, all held out, split between "
+                                    "test and validation in the ratio test_fraction : validation_fraction (a copy "
+                                    "of a train problem is dropped): narrower intervals on every held-out number "
+                                    "while the train prompts stay as they are (policy-0 is retrained: it never "
+                                    "sees a held-out problem). Evaluate reads at most evaluate.max_prompts of each.")
     test_fraction: float = _f(0.2, "Fraction of prompts (by hash of id) held out as the test split.")
     validation_fraction: float = _f(0.1, "Fraction of prompts (by the same hash, carved from the train side: the "
                                     "test prompts do not change) held out as the validation split, on which every "
@@ -28,8 +33,13 @@ class PromptsConfig:
     num_shards: int = _f(2, "Parquet files written for data/prompts.")
 
     def __post_init__(self):
-        if self.extra_train_prompts < 0:
-            raise ValueError(f"prompts.extra_train_prompts must be >= 0, got {self.extra_train_prompts!r}")
-        if self.extra_train_prompts and self.source != "arith":
-            raise ValueError("prompts.extra_train_prompts generates arith problems: it needs prompts.source arith "
-                             f"(got {self.source!r}); add the prompts to your file instead")
+        for name in ("extra_train_prompts", "extra_heldout_prompts"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"prompts.{name} must be >= 0, got {value!r}")
+            if value and self.source != "arith":
+                raise ValueError(f"prompts.{name} generates arith problems: it needs prompts.source arith "
+                                 f"(got {self.source!r}); add the prompts to your file instead")
+        if self.extra_heldout_prompts and self.test_fraction + self.validation_fraction <= 0:
+            raise ValueError("prompts.extra_heldout_prompts splits its problems between test and validation in the "
+                             "ratio test_fraction : validation_fraction; both are 0")

@@ -18,16 +18,23 @@ from prefsynth.schemas.io import WriteDataset, read_table
 from prefsynth.tasks import arith
 from prefsynth.transforms.deadletters import DEAD
 from prefsynth.transforms.prompt_files import RawRecord, check_input_file, jsonl_ranges, read_jsonl_range, read_parquet_chunks
-from prefsynth.transforms.prompts import EXTRA_STREAM, KEPT, POSITION_FIELDS, STAGE, KeepFirstById, ParsePrompt
+from prefsynth.transforms.prompts import EXTRA_STREAM, HELDOUT_STREAM, KEPT, POSITION_FIELDS, STAGE, KeepFirstById, ParsePrompt
 
 GENERATOR_CHUNK = 1000  # problems per generator work item
 
 
+def _stream_sizes(cfg) -> dict[str, int]:
+    """Problems per generator stream; each draws from its own seeded stream (the main one never moves)."""
+    return {"arith": cfg.n_prompts, EXTRA_STREAM: cfg.extra_train_prompts, HELDOUT_STREAM: cfg.extra_heldout_prompts}
+
+
+STREAM_NAMES = {"arith": "prompts", EXTRA_STREAM: "prompts-extra-train", HELDOUT_STREAM: "prompts-extra-heldout"}
+
+
 def _generate_chunk(work: tuple[str, int], params: Params) -> list[RawRecord]:
     stream, start = work
-    total = params.prompts.n_prompts if stream == "arith" else params.prompts.extra_train_prompts
-    count = min(GENERATOR_CHUNK, total - start)
-    name = "prompts" if stream == "arith" else "prompts-extra-train"
+    count = min(GENERATOR_CHUNK, _stream_sizes(params.prompts)[stream] - start)
+    name = STREAM_NAMES[stream]
     return [RawRecord(f"{stream}:{start + i}", (stream, start + i), problem)
             for i, problem in enumerate(arith.generate_problems(params.arith, params.seed, name, start, count))]
 
@@ -37,8 +44,8 @@ def build(pipeline: beam.Pipeline, params: Params, out: dict[str, str]) -> None:
     if cfg.source == "arith":
         raw = (
             pipeline
-            | "Chunks" >> beam.Create([("arith", i) for i in range(0, cfg.n_prompts, GENERATOR_CHUNK)]
-                                      + [(EXTRA_STREAM, i) for i in range(0, cfg.extra_train_prompts, GENERATOR_CHUNK)])
+            | "Chunks" >> beam.Create([(stream, i) for stream, total in _stream_sizes(cfg).items()
+                                       for i in range(0, total, GENERATOR_CHUNK)])
             | "Generate" >> beam.Map(_generate_chunk, params)
         )
     elif cfg.source in ("jsonl", "parquet"):

@@ -33,14 +33,26 @@ def assign_split(prompt_id: str, seed: int, test_fraction: float, validation_fra
     return "validation" if u < test_fraction + validation_fraction else "train"
 
 
+def heldout_split(prompt_id: str, seed: int, test_fraction: float, validation_fraction: float) -> str:
+    """A held-out prompt's split (prompts.extra_heldout_prompts): test or validation in the ratio
+    test_fraction : validation_fraction, by the same hash as `assign_split`."""
+    u = unit_hash(seed, prompt_id, "split")
+    return "test" if u * (test_fraction + validation_fraction) < test_fraction else "validation"
+
+
 def arith_record(problem: arith.ArithProblem, source: str, seed: int, test_fraction: float,
                  validation_fraction: float = 0.0, split: str | None = None) -> dict:
-    """A generated problem's record; `split` forces the split (prompts.extra_train_prompts), else by hash."""
+    """A generated problem's record. `split`: None, by hash; "train" forces it (prompts.extra_train_prompts);
+    "heldout": test or validation by hash (prompts.extra_heldout_prompts)."""
     question = problem.question
     prompt_id = content_id(arith.NAME, question)
+    if split is None:
+        split = assign_split(prompt_id, seed, test_fraction, validation_fraction)
+    elif split == "heldout":
+        split = heldout_split(prompt_id, seed, test_fraction, validation_fraction)
     return {
         "prompt_id": prompt_id,
-        "split": split or assign_split(prompt_id, seed, test_fraction, validation_fraction),
+        "split": split,
         "task": arith.NAME,
         "prompt": problem.prompt,
         "messages": [{"role": "user", "content": problem.prompt}],

@@ -24,6 +24,10 @@ STAGE = "prompts"
 # the train-only stream of extra arith problems (prompts.extra_train_prompts): its positions sort after the
 # main stream's, so a copy keeps the first
 EXTRA_STREAM = "arith-extra"
+# the held-out-only stream (prompts.extra_heldout_prompts) sorts after both: a copy of any train problem
+# keeps the train one, so no problem is both trained on and held out
+HELDOUT_STREAM = "arith-heldout"
+STREAM_SPLITS = {EXTRA_STREAM: "train", HELDOUT_STREAM: "heldout"}  # what arith_record's `split` is per stream
 KEPT = "kept."  # counters of records kept though odd (metrics/prompts.json names each)
 _KEPT_COUNTERS: dict = {}
 
@@ -73,7 +77,7 @@ class ParsePrompt(beam.DoFn):
             if isinstance(rec.payload, arith.ArithProblem):
                 out = arith_record(rec.payload, rec.where, self.seed, self.cfg.test_fraction,
                                    self.cfg.validation_fraction,
-                                   split="train" if rec.position[0] == EXTRA_STREAM else None)
+                                   split=STREAM_SPLITS.get(rec.position[0]))
             else:
                 obj = parse_json_line(rec.payload, rec.where) if isinstance(rec.payload, bytes) else rec.payload
                 out = file_record(obj, rec.where, self.cfg, self.seed, notes, self.renderer)
