@@ -223,13 +223,37 @@ def test_kto_trainer_writes_a_policy(tmp_path):
                      "completion": "A: 0\n", "label": False, "source_id": None, "label_source": "verifier"})
     (root / "pairs" / "kto").mkdir(parents=True)
     write_table(records_to_table(rows, "kto", "test"), str(root / "pairs" / "kto" / "part-0.parquet"))
-    params = write_params(tmp_path / "params.json", {"train": {"trainer": "kto", "max_steps": 2, "batch_size": 8}})
-    train.main(["--params", params, "--prompts", str(root / "prompts"), "--pairs", str(root / "pairs"),
-                "--policy", tiny_random_policy(tmp_path / "p0"), "--out", str(tmp_path / "p1"),
-                "--metrics", str(tmp_path / "train.json")])
-    stats = json.loads((tmp_path / "train.json").read_text())
+    policy = tiny_random_policy(tmp_path / "p0")
+
+    def run(seed: int, out: str) -> dict:
+        params = write_params(tmp_path / f"params-{out}.json",
+                              {"train": {"trainer": "kto", "max_steps": 2, "batch_size": 8, "seed": seed}})
+        train.main(["--params", params, "--prompts", str(root / "prompts"), "--pairs", str(root / "pairs"),
+                    "--policy", policy, "--out", str(tmp_path / out), "--metrics", str(tmp_path / f"{out}.json")])
+        return json.loads((tmp_path / f"{out}.json").read_text())
+
+    stats = run(1, "p1")
     assert stats["trainer"] == "kto" and stats["examples"] == 16 and stats["train_steps"] == 2
     assert (tmp_path / "p1" / "config.json").exists()
+    # TRL's KTOTrainer reads its data in order (its KL term needs fixed batches), so the training seed must
+    # reach the batch order through the rows' own order: another seed trains another model, the same seed the same
+    run(1, "p1-again")
+    run(2, "p2")
+    weights = {out: (tmp_path / out / "model.safetensors").read_bytes() for out in ("p1", "p1-again", "p2")}
+    assert weights["p1"] == weights["p1-again"]
+    assert weights["p1"] != weights["p2"]
+
+
+def test_kto_examples_honour_label_sources_and_max_pairs():
+    from prefsynth.config.train import TrainConfig
+    from prefsynth.pipelines.train import kto_examples
+
+    rows = [{"example_id": f"e{i:02d}", "label_source": "verifier_arith" if i % 2 else "p_true"} for i in range(20)]
+    picked = kto_examples(rows, TrainConfig(label_sources=["verifier"], max_pairs=4), seed=1)
+    assert len(picked) == 4 and all(r["label_source"] == "verifier_arith" for r in picked)
+    orders = {s: [r["example_id"] for r in kto_examples(rows, TrainConfig(), seed=s)] for s in (1, 2)}
+    assert sorted(orders[1]) == sorted(orders[2]) == [r["example_id"] for r in rows]
+    assert orders[1] != orders[2]
 
 
 @pytest.mark.parametrize("source", ["verified_samples", "gold"])

@@ -36,15 +36,26 @@ TRAINERS = ("dpo", "kto", "prm", "reward", "sft")
 SFT_SOURCES = ("verified_samples", "gold")
 
 
-def select_pairs(rows: list[dict], cfg: TrainConfig, seed: int) -> list[dict]:
-    """The pairs to train on: label sources kept, a seeded subset of at most max_pairs, in pair-id order."""
+def select_pairs(rows: list[dict], cfg: TrainConfig, seed: int, id_field: str = "pair_id") -> list[dict]:
+    """The pairs (or KTO examples) to train on: label sources kept, a seeded subset of at most max_pairs, in id order."""
     if cfg.label_sources is not None:
         rows = [r for r in rows if any((r.get("label_source") or "").startswith(s) for s in cfg.label_sources)]
-    rows = sorted(rows, key=lambda r: r["pair_id"])
+    rows = sorted(rows, key=lambda r: r[id_field])
     if cfg.max_pairs is not None and len(rows) > cfg.max_pairs:
-        rows = sorted(rows, key=lambda r: seed_for(seed, r["pair_id"], "train-subset"))[:cfg.max_pairs]
-        rows.sort(key=lambda r: r["pair_id"])
+        rows = sorted(rows, key=lambda r: seed_for(seed, r[id_field], "train-subset"))[:cfg.max_pairs]
+        rows.sort(key=lambda r: r[id_field])
     return rows
+
+
+def kto_examples(rows: list[dict], cfg: TrainConfig, seed: int) -> list[dict]:
+    """The unpaired examples KTO trains on, in a seeded order.
+
+    TRL's KTOTrainer reads its dataset sequentially (its KL term pairs each example with a neighbour's completion
+    in a fixed-order batch), so the trainer's seed never reaches the batch order: the order is set here instead,
+    from (seed, example id), or every training seed would give the same model.
+    """
+    rows = select_pairs(rows, cfg, seed, id_field="example_id")
+    return sorted(rows, key=lambda r: seed_for(seed, r["example_id"], "kto-order"))
 
 
 def ends_solution(text: str, level: str, task_name: str | None) -> bool:
@@ -170,7 +181,7 @@ def train_policy(params: Params, pairs_dir: str, base_model: str, out_dir: str, 
         elif cfg.trainer == "kto":
             from trl import KTOConfig, KTOTrainer
 
-            rows = sorted(read_records(str(Path(pairs_dir) / "kto")), key=lambda r: r["example_id"])
+            rows = kto_examples(read_records(str(Path(pairs_dir) / "kto")), cfg, seed)
             stats["examples"] = len(rows)
             data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "completion", "label")} for r in rows])
             model = AutoModelForCausalLM.from_pretrained(base_model)
