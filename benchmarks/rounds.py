@@ -16,6 +16,7 @@ which also counts the prompt sampling that every seed shares.
     python benchmarks/rounds.py --rounds 3 --seeds 3
     python benchmarks/rounds.py --rounds 3 --seeds 3 --set train.epochs=3   # a training setting for every round
     python benchmarks/rounds.py --summarise benchmarks/out/rounds.json
+    python benchmarks/rounds.py --summarise s1.json s2.json s3.json --save pooled.json   # seeds run apart, pooled
     python benchmarks/rounds.py --compare dpo.json rft.json   # A - B per round, paired by seed
 
 Run from the repository root after a `dvc repro` (round 1's shared stages come from the cache).
@@ -238,6 +239,19 @@ def print_tables(runs: list[dict]) -> None:
             print()
 
 
+def pooled_runs(paths: list[str]) -> list[dict]:
+    """The runs of several saved files as one (e.g. seeds run one at a time); a seed twice is an error."""
+    runs, seen = [], {}
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        for run in saved["runs"]:
+            if run["seed"] in seen:
+                raise SystemExit(f"seed {run['seed']} is in both {seen[run['seed']]} and {path}")
+            seen[run["seed"]] = path
+            runs.append(run)
+    return sorted(runs, key=lambda run: run["seed"])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="on-policy rounds per seed")
@@ -247,8 +261,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="params overrides for every round, e.g. train.learning_rate=3e-4")
     ap.add_argument("--project", default=".", help="the DVC project to run in (default: here)")
     ap.add_argument("--out", default="benchmarks/out/rounds.json")
-    ap.add_argument("--summarise", metavar="FILE", help="only print the tables of a saved run (and write its CSV "
-                    "beside it with --csv)")
+    ap.add_argument("--summarise", nargs="+", metavar="FILE", help="only print the tables of saved runs (and write "
+                    "their CSV with --csv); several files, e.g. one per seed run apart, are pooled into one run")
+    ap.add_argument("--save", metavar="FILE", help="with --summarise: also write the pooled run's JSON here (what "
+                    "--compare reads)")
     ap.add_argument("--csv", metavar="FILE", help="with --summarise: write the per-round accuracy CSV here")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="only print A - B per round of two saved "
                     "runs, paired by seed")
@@ -261,7 +277,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\n\n".join(compare_table(compare(a, b, m), *names, m) for m in (None, *args.metrics)))
         return
     if args.summarise:
-        runs = json.loads(Path(args.summarise).read_text())["runs"]
+        runs = pooled_runs(args.summarise)
+        if args.save:
+            Path(args.save).write_text(json.dumps({"pooled_from": args.summarise, "runs": runs,
+                                                   "summary": summarise(runs)}, indent=2))
         print_tables(runs)
         if args.csv:
             Path(args.csv).write_text(accuracy_csv(runs))

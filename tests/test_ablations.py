@@ -1,6 +1,7 @@
 """The ablation runner's statistics: mean ± 95% t-interval over seeds, paired differences, significance."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -97,3 +98,23 @@ def test_rounds_gain_over_the_round_before_is_paired_by_seed():
             rnd["test"]["other"] = {f"policy-{rnd['round']}": {"pass_at_8": 0.7 + (0.05 if r in runs else 0.0)}}
     p8 = rounds.compare(runs, other, "pass_at_8")
     assert p8["round-2"]["test"]["mean"] == pytest.approx(0.05) and "validation" not in p8["round-2"]
+
+
+def test_rounds_pools_seeds_saved_apart(tmp_path):
+    """Seeds run one at a time (`--seeds 1 --first-seed k`) pool into one run; a seed saved twice is refused."""
+    spec = importlib.util.spec_from_file_location("rounds", ROOT / "benchmarks" / "rounds.py")
+    rounds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rounds)
+    runs = [{"seed": seed, "rounds": [{"round": 1, "pairs": 10, "steps": 1,
+                                       "validation": {"policy_0": 0.4, "policy_r": 0.4 + seed / 100}}]}
+            for seed in (1, 2, 3)]
+    for run in runs:
+        (tmp_path / f"seed{run['seed']}.json").write_text(json.dumps({"runs": [run]}))
+    files = [str(tmp_path / f"seed{k}.json") for k in (3, 1, 2)]
+    assert rounds.pooled_runs(files) == runs
+    rounds.main(["--summarise", *files, "--save", str(tmp_path / "pooled.json")])
+    pooled = json.loads((tmp_path / "pooled.json").read_text())
+    assert pooled["summary"] == rounds.summarise(runs)
+    assert pooled["summary"]["round-1"]["validation"]["vs_policy_0"]["n_seeds"] == 3
+    with pytest.raises(SystemExit, match="seed 1 is in both"):
+        rounds.pooled_runs([files[1], files[1]])
