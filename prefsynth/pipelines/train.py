@@ -37,7 +37,7 @@ SFT_SOURCES = ("verified_samples", "gold")
 
 
 def select_pairs(rows: list[dict], cfg: TrainConfig, seed: int, id_field: str = "pair_id") -> list[dict]:
-    """The pairs (or KTO examples) to train on: label sources kept, a seeded subset of at most max_pairs, in id order."""
+    """The pairs (or KTO examples) to train on: label sources kept, a seeded subset of at most max_pairs, by id."""
     if cfg.label_sources is not None:
         rows = [r for r in rows if any((r.get("label_source") or "").startswith(s) for s in cfg.label_sources)]
     rows = sorted(rows, key=lambda r: r[id_field])
